@@ -1,0 +1,55 @@
+# volprep: `make shards` (set-up + a real job on the demo dataset), `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DATA   ?=
+PIPELINE ?= pipelines/default.toml
+OUT    ?= $(if $(DATA),shards/$(notdir $(patsubst %/,%,$(DATA))),shards/demo)
+WORKERS ?=
+ARGS   ?=
+
+.PHONY: install shards demo test test-fast lint bench train clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Without DATA: writes the built-in demo dataset and shards it into shards/demo/.
+shards: $(STAMP)
+ifeq ($(strip $(DATA)),)
+	test -f shards/demo-data/dataset.json || $(BIN)/volprep demo shards/demo-data
+	$(BIN)/volprep shards shards/demo-data --out $(OUT) --config $(PIPELINE) $(if $(WORKERS),--workers $(WORKERS)) $(ARGS); \
+	  status=$$?; [ $$status -eq 0 ] || [ $$status -eq 3 ] || exit $$status
+else
+	$(BIN)/volprep shards $(DATA) --out $(OUT) --config $(PIPELINE) $(if $(WORKERS),--workers $(WORKERS)) $(ARGS); \
+	  status=$$?; [ $$status -eq 0 ] || [ $$status -eq 3 ] || exit $$status
+endif
+	@echo
+	@echo "Shards are in $(OUT)/. Load them in Python:"
+	@echo "    import volprep"
+	@echo "    ds = volprep.load(\"$(OUT)\", split=\"train\", batch_size=4)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check volprep tests benchmarks pipelines
+	$(BIN)/mypy volprep
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+train: $(STAMP)
+	test -f shards/demo/manifest.json || $(MAKE) shards
+	$(BIN)/python pipelines/train_example.py shards/demo
+
+clean:
+	rm -rf shards .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,151 @@
+"""The ``volprep`` command line: a thin layer over the API.
+
+``main(argv) -> int`` parses arguments and calls one API function a command; every error
+a user can act on becomes one line on stderr and an exit status (0 ok, 1 the job failed,
+2 bad usage or config, 3 finished with failed cases; ``verify``: 1 on a mismatch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from volprep import __version__
+from volprep.errors import ConfigError, DatasetError, JobError, UsageError, VolprepError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="volprep", description="Preprocess 3D medical volumes into sharded TFRecords.")
+    p.add_argument("--version", action="version", version=f"volprep {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("shards", help="convert a dataset into sharded TFRecords")
+    s.add_argument("data", help="dataset folder (MSD, imagesTr/labelsTr, volumes + labels.csv) or a CSV/TSV file")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--config", help="pipeline TOML (default: built-in defaults)")
+    s.add_argument("--workers", type=int, help="local worker processes (default: all cores)")
+    s.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
+    s.add_argument("--seed", type=int, help="overrides [job] seed")
+    s.add_argument("--on-error", choices=("skip", "fail"), help="overrides [job] on_error")
+    s.add_argument("--memory-limit", help="memory the cases in flight may use together, e.g. 8GiB")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.add_argument("--no-report", action="store_true", help="skip the PNG/HTML report")
+
+    v = sub.add_parser("verify", help="check shards against the manifest (sha256, counts, full parse)")
+    v.add_argument("out")
+    v.add_argument("--no-parse", action="store_true", help="skip the TensorFlow parse of every record")
+
+    i = sub.add_parser("inspect", help="a human summary of a shard folder's manifest")
+    i.add_argument("out")
+
+    b = sub.add_parser("bench", help="measure what volprep.load delivers on this machine")
+    b.add_argument("out")
+    b.add_argument("--split", default="train")
+    b.add_argument("--batch-size", type=int, default=4)
+    b.add_argument("--batches", type=int, default=20, help="batches to time (after warm-up)")
+    b.add_argument("--step-ms", type=float, help="your model's step time: would training wait on input?")
+    b.add_argument("--model", action="store_true", help="time a reference 3D CNN step on the same batches")
+
+    d = sub.add_parser("demo", help="write the built-in demo dataset (MSD layout)")
+    d.add_argument("dir")
+    d.add_argument("--cases", type=int, default=30)
+    d.add_argument("--seed", type=int, default=0)
+
+    r = sub.add_parser("report", help="(re)write OUT/report/ (PNG plots and index.html)")
+    r.add_argument("out")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs a volprep command; returns its exit status."""
+    logging.basicConfig(level=logging.WARNING, format="volprep: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        return int(_COMMANDS[args.command](args))
+    except (ConfigError, UsageError, DatasetError) as err:
+        print(f"volprep: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except JobError as err:
+        print(f"volprep: job failed: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except VolprepError as err:
+        print(f"volprep: error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("volprep: interrupted", file=sys.stderr)
+        return 130
+
+
+def _shards(args: argparse.Namespace) -> int:
+    from volprep.config import load_config, parse_size
+    from volprep.runner import run_job
+    from volprep.summary import summary_text
+
+    config = load_config(args.config).with_overrides(seed=args.seed, on_error=args.on_error)
+    memory = parse_size(args.memory_limit, key="--memory-limit", source="command line") if args.memory_limit else None
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    result = run_job(args.data, args.out, config, workers=args.workers, scheduler=args.scheduler,
+                     memory_limit=memory, quiet=args.quiet, report=not args.no_report)
+    print(summary_text(result))
+    return result.exit_code
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from volprep.manifest import verify
+
+    problems = verify(args.out, parse=not args.no_parse)
+    for line in problems:
+        print(f"volprep verify: {line}", file=sys.stderr)
+    if problems:
+        return EXIT_FAILED
+    print(f"volprep verify: {args.out}: all shards match the manifest")
+    return EXIT_OK
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from volprep.manifest import read_manifest
+    from volprep.summary import inspect_text
+
+    print(inspect_text(read_manifest(args.out), args.out))
+    return EXIT_OK
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from volprep.bench import bench_text, measure_loader
+
+    figures = measure_loader(args.out, split=args.split, batch_size=args.batch_size,
+                             batches=args.batches, model=args.model)
+    print(bench_text(figures, step_ms=args.step_ms))
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from volprep.demo import write_demo
+
+    path = write_demo(Path(args.dir), n_cases=args.cases, seed=args.seed)
+    print(f"volprep demo: wrote {args.cases} cases to {path}")
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from volprep.report import write_report
+
+    path = write_report(Path(args.out))
+    print(f"volprep report: {path}")
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "shards": _shards,
+    "verify": _verify,
+    "inspect": _inspect,
+    "bench": _bench,
+    "demo": _demo,
+    "report": _report,
+}

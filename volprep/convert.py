@@ -1,0 +1,102 @@
+"""The per-case task: read a case, check it, preprocess it and put it in the cache.
+
+:func:`convert_case` is what a worker runs, on a local process or a Dask worker. It is a
+function of its (picklable) arguments and the input files only, returns a small
+:class:`CaseResult` (never the arrays), and turns every input problem into a failure
+result instead of an exception, so one bad case never stops the job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from volprep.cache import CaseCache, input_fingerprint
+from volprep.cases import Case
+from volprep.config import PipelineConfig
+from volprep.errors import InputError
+
+# Settings applied when shards are written (crop/pad, normalisation, storage dtype): a
+# change to these rewrites shards but reuses every cached case.
+WRITE_TIME_KEYS = frozenset({
+    "target_shape", "normalize", "zscore_over", "percentile_scale", "ct_window",
+    "dataset_stats", "dtype", "keep",
+})
+
+
+@dataclasses.dataclass(frozen=True)
+class CaseResult:
+    """What the job needs to know about a case after its per-case task."""
+
+    case_id: str
+    ok: bool
+    reused: bool = False
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    path: str = ""
+    error: str = ""
+
+
+def cache_config_key(config: PipelineConfig) -> str:
+    """The parts of the config that change what the cache holds for a case."""
+    import json
+
+    pre = {k: v for k, v in config.to_dict()["preprocess"].items() if k not in WRITE_TIME_KEYS}
+    if config.preprocess.reduce == "resample" and config.preprocess.spacing is None:
+        pre["target_shape"] = config.preprocess.target_shape
+    if config.preprocess.reduce != "wavelet":
+        for key in ("wavelet", "level", "mode"):
+            pre.pop(key, None)
+    return json.dumps({"read": config.to_dict()["read"], "preprocess": pre}, sort_keys=True)
+
+
+def case_inputs(case: Case) -> list[Path]:
+    """Every file the case's cache entry depends on."""
+    return [*case.images, *([case.mask] if case.mask is not None else [])]
+
+
+def convert_case(case: Case, config: PipelineConfig, cache_dir: str,
+                 declared_labels: tuple[int, ...] | None) -> CaseResult:
+    """Reads, checks, preprocesses and caches one case (or reuses its cache entry)."""
+    cache = CaseCache(Path(cache_dir))
+    try:
+        fingerprint = input_fingerprint(case_inputs(case), cache_config_key(config))
+    except OSError as err:
+        path = err.filename or (case.images[0] if case.images else "")
+        return CaseResult(case.case_id, ok=False, path=str(path), error=err.strerror or str(err))
+    meta = cache.lookup(case.case_id, fingerprint)
+    if meta is not None:
+        return CaseResult(case.case_id, ok=True, reused=True, meta=meta)
+    try:
+        meta = _convert(case, config, cache, fingerprint, declared_labels)
+    except InputError as err:
+        return CaseResult(case.case_id, ok=False, path=err.path, error=err.problem)
+    except MemoryError:
+        return CaseResult(case.case_id, ok=False, path=str(case.images[0]),
+                          error="out of memory while converting this case")
+    return CaseResult(case.case_id, ok=True, reused=False, meta=meta)
+
+
+def _convert(case: Case, config: PipelineConfig, cache: CaseCache, fingerprint: str,
+             declared_labels: tuple[int, ...] | None) -> dict[str, Any]:
+    from volprep import io
+    from volprep.preprocess import prepare_case
+
+    volume = io.read_case_images(list(case.images), config.read)
+    mask = None
+    if case.mask is not None:
+        mask_volume = io.read_volume(case.mask, config.read)
+        mask = io.check_label(mask_volume, volume.header, config.read, declared_labels)
+    prepared = prepare_case(volume.data, volume.header.affine, mask, config.preprocess, None)
+    meta = dict(prepared.meta)
+    meta["notes"] = sorted({*meta.get("notes", []), *volume.header.notes})
+    meta["shape"] = list(prepared.image.shape)
+    meta["source"] = str(case.images[0])
+    if prepared.mask is not None:
+        values, counts = np.unique(prepared.mask, return_counts=True)
+        meta["voxel_counts"] = {str(int(v)): int(c) for v, c in zip(values, counts, strict=True)}
+        meta["mask_max"] = int(values.max())
+    cache.store(case.case_id, fingerprint, prepared.image, prepared.mask, prepared.affine, meta)
+    return meta

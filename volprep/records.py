@@ -1,0 +1,197 @@
+"""Record encoding: ``tf.train.Example`` wire format and TFRecord framing, without TensorFlow.
+
+Converter workers never import TensorFlow (2.3 s and ~0.5 GB a process). A
+``tf.train.Example`` is a small protobuf (``Example{features: Features{feature: map<string,
+Feature>}}``, ``Feature`` one of ``bytes_list`` = 1, ``float_list`` = 2, ``int64_list`` =
+3), so it is written here directly, with map entries sorted by key so the same features
+always give the same bytes. A TFRecord is ``uint64 length, masked crc32c(length), data,
+masked crc32c(data)`` (little-endian). The tests hold both to TensorFlow's own parser and
+reader; :func:`decode_example` and :func:`iter_records` read them back for tools that
+should not need TensorFlow (report, inspect).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import google_crc32c
+import numpy as np
+
+from volprep.errors import DataError
+
+FeatureValue = bytes | str | int | float | np.ndarray | Sequence[int] | Sequence[float]
+
+_MASK_DELTA = 0xA282EAD8
+
+
+def _varint(value: int) -> bytes:
+    if value < 0:
+        value += 1 << 64  # int64 is encoded as its two's-complement uint64
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2)."""
+    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
+
+
+def _feature(value: FeatureValue) -> bytes:
+    """One ``Feature`` message from a Python value (bytes/str -> bytes_list, ints, floats)."""
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _field(1, _field(1, bytes(value)))
+    array = np.asarray(value)
+    if array.dtype.kind in "iub":
+        packed = b"".join(_varint(int(v)) for v in array.reshape(-1))
+        return _field(3, _field(1, packed) if packed else b"")
+    if array.dtype.kind == "f":
+        packed = array.astype("<f4").reshape(-1).tobytes()
+        return _field(2, _field(1, packed) if packed else b"")
+    raise TypeError(f"cannot encode a feature of dtype {array.dtype}")
+
+
+def encode_example(features: Mapping[str, FeatureValue]) -> bytes:
+    """Serialises features as a ``tf.train.Example``; keys sorted, so bytes are deterministic.
+
+    Args:
+        features: name -> bytes/str (a ``bytes_list`` of one element), int or int array
+            (``int64_list``), float or float array (``float_list``).
+    """
+    entries = b"".join(
+        _field(1, _field(1, name.encode("utf-8")) + _field(2, _feature(features[name])))
+        for name in sorted(features)
+    )
+    return _field(1, entries)
+
+
+def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf: memoryview) -> Iterator[tuple[int, memoryview | int]]:
+    pos = 0
+    while pos < len(buf):
+        tag, pos = _read_varint(buf, pos)
+        number, wire = tag >> 3, tag & 7
+        if wire == 2:
+            size, pos = _read_varint(buf, pos)
+            yield number, buf[pos:pos + size]
+            pos += size
+        elif wire == 0:
+            value, pos = _read_varint(buf, pos)
+            yield number, value
+        elif wire == 5:
+            yield number, buf[pos:pos + 4]
+            pos += 4
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire}")
+
+
+def decode_example(data: bytes) -> dict[str, list[bytes] | np.ndarray]:
+    """Parses a serialised ``tf.train.Example`` into name -> list of bytes / int64 / float32 array."""
+    out: dict[str, list[bytes] | np.ndarray] = {}
+    for _, features in _fields(memoryview(data)):
+        assert isinstance(features, memoryview)
+        for _, entry in _fields(features):
+            assert isinstance(entry, memoryview)
+            name, value = "", memoryview(b"")
+            for number, part in _fields(entry):
+                assert isinstance(part, memoryview)
+                if number == 1:
+                    name = bytes(part).decode("utf-8")
+                else:
+                    value = part
+            out[name] = _decode_feature(value)
+    return out
+
+
+def _decode_feature(feature: memoryview) -> list[bytes] | np.ndarray:
+    for kind, payload in _fields(feature):
+        assert isinstance(payload, memoryview)
+        values = [v for _, v in _fields(payload)]
+        if kind == 1:
+            return [bytes(v) for v in values if isinstance(v, memoryview)]
+        if kind == 2:
+            floats = [np.frombuffer(v, "<f4") for v in values if isinstance(v, memoryview)]
+            return np.concatenate(floats) if floats else np.zeros(0, np.float32)
+        ints: list[int] = []
+        for v in values:
+            if isinstance(v, int):
+                ints.append(v)
+            else:
+                pos = 0
+                while pos < len(v):
+                    n, pos = _read_varint(v, pos)
+                    ints.append(n)
+        return np.array([n - (1 << 64) if n >= 1 << 63 else n for n in ints], np.int64)
+    return []
+
+
+def masked_crc(data: bytes | memoryview) -> int:
+    """TFRecord's masked CRC32C."""
+    crc = google_crc32c.value(bytes(data) if isinstance(data, memoryview) else data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def frame_record(data: bytes) -> bytes:
+    """One TFRecord frame: length, masked CRC of the length, data, masked CRC of the data."""
+    length = struct.pack("<Q", len(data))
+    return b"".join(
+        (length, struct.pack("<I", masked_crc(length)), data, struct.pack("<I", masked_crc(data)))
+    )
+
+
+def write_records(fh: BinaryIO, records: Sequence[bytes]) -> int:
+    """Writes framed records to an open binary file; returns the bytes written."""
+    total = 0
+    for record in records:
+        frame = frame_record(record)
+        fh.write(frame)
+        total += len(frame)
+    return total
+
+
+def iter_records(path: str | Path, *, check_crc: bool = True) -> Iterator[bytes]:
+    """Yields the records of a TFRecord file, checking every CRC.
+
+    Raises:
+        DataError: a truncated frame or a CRC mismatch (names the file and the record index).
+    """
+    with open(path, "rb") as fh:
+        index = 0
+        while True:
+            head = fh.read(12)
+            if not head:
+                return
+            if len(head) < 12:
+                raise DataError(path, f"record {index}: truncated length header")
+            (length,) = struct.unpack("<Q", head[:8])
+            if check_crc and struct.unpack("<I", head[8:])[0] != masked_crc(head[:8]):
+                raise DataError(path, f"record {index}: length CRC mismatch")
+            data = fh.read(length)
+            tail = fh.read(4)
+            if len(data) < length or len(tail) < 4:
+                raise DataError(path, f"record {index}: truncated data")
+            if check_crc and struct.unpack("<I", tail)[0] != masked_crc(data):
+                raise DataError(path, f"record {index}: data CRC mismatch")
+            yield data
+            index += 1
