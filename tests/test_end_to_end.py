@@ -99,7 +99,7 @@ def test_loader_yields_what_preprocessing_produced(job: dict) -> None:
     from volprep import io
     from volprep.cases import discover
     from volprep.preprocess import normalize, prepare_case
-    from volprep.preprocess.crop import crop_or_pad
+    from volprep.shards import fit_to_shape
 
     m = job["manifest"]
     cfg = config_from_dict(m["config"])
@@ -119,9 +119,10 @@ def test_loader_yields_what_preprocessing_produced(job: dict) -> None:
         label = io.read_volume(case.mask, cfg.read)
         label = io.check_label(label, vol.header, cfg.read, None)
         prepared = prepare_case(vol.data, vol.header.affine, label, cfg.preprocess, None)
-        expect = normalize(crop_or_pad(prepared.image, target, fill="min"), prepared.meta["stats"], cfg.preprocess)
+        fitted, fitted_mask = fit_to_shape(prepared.image, prepared.mask, target)
+        expect = normalize(fitted, prepared.meta["stats"], cfg.preprocess)
         np.testing.assert_array_equal(image, expect.astype(np.float16).astype(np.float32))
-        np.testing.assert_array_equal(mask, crop_or_pad(prepared.mask, target, fill=0))
+        np.testing.assert_array_equal(mask, fitted_mask)
 
 
 def test_verify_passes_then_names_a_flipped_shard(job: dict, tmp_path: Path, capsys) -> None:

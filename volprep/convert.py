@@ -23,7 +23,7 @@ from volprep.errors import InputError
 # change to these rewrites shards but reuses every cached case.
 WRITE_TIME_KEYS = frozenset({
     "target_shape", "normalize", "zscore_over", "percentile_scale", "ct_window",
-    "dataset_stats", "dtype", "keep",
+    "dataset_stats", "dtype",
 })
 
 
@@ -58,8 +58,13 @@ def case_inputs(case: Case) -> list[Path]:
 
 
 def convert_case(case: Case, config: PipelineConfig, cache_dir: str,
-                 declared_labels: tuple[int, ...] | None) -> CaseResult:
-    """Reads, checks, preprocesses and caches one case (or reuses its cache entry)."""
+                 declared_labels: tuple[int, ...] | None, fidelity: bool = False) -> CaseResult:
+    """Reads, checks, preprocesses and caches one case (or reuses its cache entry).
+
+    ``fidelity`` also measures what a lossy reduction cost this case (PSNR/SSIM against
+    the unreduced volume); the runner asks it of a fixed sample of cases, since it costs
+    more than the conversion itself.
+    """
     cache = CaseCache(Path(cache_dir))
     try:
         fingerprint = input_fingerprint(case_inputs(case), cache_config_key(config))
@@ -70,7 +75,7 @@ def convert_case(case: Case, config: PipelineConfig, cache_dir: str,
     if meta is not None:
         return CaseResult(case.case_id, ok=True, reused=True, meta=meta)
     try:
-        meta = _convert(case, config, cache, fingerprint, declared_labels)
+        meta = _convert(case, config, cache, fingerprint, declared_labels, fidelity)
     except InputError as err:
         return CaseResult(case.case_id, ok=False, path=err.path, error=err.problem)
     except MemoryError:
@@ -80,7 +85,7 @@ def convert_case(case: Case, config: PipelineConfig, cache_dir: str,
 
 
 def _convert(case: Case, config: PipelineConfig, cache: CaseCache, fingerprint: str,
-             declared_labels: tuple[int, ...] | None) -> dict[str, Any]:
+             declared_labels: tuple[int, ...] | None, fidelity: bool) -> dict[str, Any]:
     from volprep import io
     from volprep.preprocess import prepare_case
 
@@ -89,7 +94,8 @@ def _convert(case: Case, config: PipelineConfig, cache: CaseCache, fingerprint: 
     if case.mask is not None:
         mask_volume = io.read_volume(case.mask, config.read)
         mask = io.check_label(mask_volume, volume.header, config.read, declared_labels)
-    prepared = prepare_case(volume.data, volume.header.affine, mask, config.preprocess, None)
+    prepared = prepare_case(volume.data, volume.header.affine, mask, config.preprocess, None,
+                            fidelity_figures=fidelity, source=str(case.images[0]))
     meta = dict(prepared.meta)
     meta["notes"] = sorted({*meta.get("notes", []), *volume.header.notes})
     meta["shape"] = list(prepared.image.shape)

@@ -119,7 +119,7 @@ def record_bytes_estimate(spec: RecordSpec) -> int:
     if spec.image_encoding == "raw":
         image = voxels * spec.channels * np.dtype(spec.image_dtype).itemsize
     else:
-        image = int((spec.wavelet_layout or {}).get("num_bytes", voxels))
+        image = int((spec.wavelet_layout or {}).get("nbytes", voxels))
     mask = voxels * np.dtype(spec.mask_dtype).itemsize if "mask" in spec.label_kind else 0
     return image + mask + 512
 
@@ -132,13 +132,9 @@ def render_record(spec: RecordSpec, ref: RecordRef, cached: Any) -> tuple[bytes,
     from volprep.augment import numpy_ops
     from volprep.augment.spec import Params
     from volprep.preprocess import normalize
-    from volprep.preprocess.crop import crop_or_pad
     from volprep.records import encode_example
 
-    image = crop_or_pad(cached.image, spec.target_shape, fill="min")
-    mask = cached.mask
-    if mask is not None:
-        mask = crop_or_pad(mask, spec.target_shape, fill=0)
+    image, mask = fit_to_shape(cached.image, cached.mask, spec.target_shape)
     image = normalize(image, cached.meta["stats"], spec.preprocess, _stats_list(spec.dataset_stats))
     if ref.copy:
         image, mask = numpy_ops.apply(Params.from_json(ref.params), image, mask)
@@ -155,6 +151,22 @@ def render_record(spec: RecordSpec, ref: RecordRef, cached: Any) -> tuple[bytes,
         name = "label" if spec.label_kind == "mask" else "mask"
         features[name] = np.ascontiguousarray(mask, dtype=np.dtype(spec.mask_dtype).newbyteorder("<")).tobytes()
     return encode_example(features), class_id
+
+
+def fit_to_shape(image: np.ndarray, mask: np.ndarray | None,
+                 target: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Centre crop/pad of a cached case to the job's target shape.
+
+    The image is padded with each channel's minimum (its background), the mask with 0.
+    Cropping happens here, not in the cache, so a new target shape (say, after cases are
+    added to the dataset) rewrites shards without recomputing any case.
+    """
+    from volprep.preprocess import crop
+
+    plan = crop.centre_crop_pad_plan(image.shape, target)
+    fill = image.reshape(-1, image.shape[3]).min(axis=0) if image.size else 0.0
+    out = crop.centre_crop_pad(image, plan, fill)
+    return out, (crop.centre_crop_pad(mask, plan, 0) if mask is not None else None)
 
 
 def encode_image(image: np.ndarray, spec: RecordSpec) -> bytes:

@@ -1,0 +1,177 @@
+"""Per-channel intensity statistics, their pooling over a dataset, and normalisation.
+
+This module owns what ``normalize`` means. Statistics are gathered per case when it is
+preprocessed (``channel_stats``) and stored with it, so normalisation runs at shard
+writing time without re-reading any input, from per-case or pooled dataset statistics.
+
+Foreground rule (one rule everywhere, ``foreground_mask``): a voxel is foreground when it
+exceeds ``min + 0.05 * (p99 - min)`` of its channel (p99 over all voxels), i.e. it stands
+clear of the background floor (zero-filled MRI background with its noise, CT air, and
+the padding added by crop/pad, which uses the minimum). A (near-)constant channel has no
+foreground. Percentiles ``p_low``/``p_high`` are taken over the foreground (over all
+voxels when there is none).
+
+Normalisers: "zscore" maps ``(x - mean) / std`` with the foreground statistics
+(``zscore_over = "foreground"``) or the all-voxel ones, applied to *every* voxel (as
+nnU-Net does without a mask: background keeps its z-scored value, not 0, so the volume
+stays continuous under later augmentation). "percentile" clips to ``[p_low, p_high]`` then
+scales to [0, 1] ("unit") or z-scores with the foreground mean/std ("zscore").
+"ct" clips to ``ct_window`` (HU) and scales to [0, 1]. "none" only casts. A zero spread
+(std 0, ``p_low == p_high``) divides by 1, so constant volumes never give NaN or inf.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from volprep.config import PreprocessConfig
+
+FOREGROUND_FRACTION = 0.05
+_EPS = 1e-8
+
+
+def foreground_mask(channel: np.ndarray) -> np.ndarray:
+    """Boolean foreground of one channel by the module's rule (see the module docstring)."""
+    values = np.asarray(channel)
+    lo = float(values.min())
+    hi = float(np.percentile(values, 99.0))
+    return values > lo + FOREGROUND_FRACTION * (hi - lo)
+
+
+def channel_stats(image: np.ndarray, p_low: float, p_high: float) -> list[dict[str, Any]]:
+    """Statistics of each channel of a ``[D, H, W, C]`` image, JSON-able.
+
+    Args:
+        image: the preprocessed (not normalised) image.
+        p_low: lower percentile (0-100), taken over the foreground.
+        p_high: upper percentile.
+
+    Returns:
+        Per channel: ``n`` (voxels), ``mean``, ``std``, ``min``, ``max`` (all voxels),
+        ``fg_mean``, ``fg_std``, ``fg_fraction`` (foreground voxels), ``p_low``, ``p_high``.
+    """
+    stats = []
+    for c in range(image.shape[-1]):
+        channel = np.asarray(image[..., c], dtype=np.float32)
+        fg = foreground_mask(channel)
+        fg_values = channel[fg]
+        ref = fg_values if fg_values.size else channel.ravel()
+        lo, hi = np.percentile(ref, [p_low, p_high])
+        stats.append({
+            "n": int(channel.size),
+            "mean": float(channel.mean(dtype=np.float64)),
+            "std": float(channel.std(dtype=np.float64)),
+            "min": float(channel.min()),
+            "max": float(channel.max()),
+            "fg_mean": float(ref.mean(dtype=np.float64)),
+            "fg_std": float(ref.std(dtype=np.float64)),
+            "fg_fraction": float(fg_values.size / channel.size),
+            "p_low": float(lo),
+            "p_high": float(hi),
+        })
+    return stats
+
+
+def dataset_statistics(per_case_stats: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Pools per-case channel statistics into dataset statistics (same keys).
+
+    Means and standard deviations are pooled exactly, weighted by voxel counts (``n``
+    for all voxels, ``n * fg_fraction`` for the foreground; a case without foreground
+    counts its all-voxel moments, as ``channel_stats`` does); ``min``/``max`` are the
+    extremes; ``p_low``/``p_high`` are medians of the per-case percentiles (exact pooled
+    percentiles would need every voxel).
+
+    Raises:
+        ValueError: no cases, or cases with different channel counts.
+    """
+    if not per_case_stats:
+        raise ValueError("dataset_statistics needs at least one case")
+    channels = {len(case) for case in per_case_stats}
+    if len(channels) != 1:
+        raise ValueError(f"cases have different channel counts: {sorted(channels)}")
+    pooled = []
+    for c in range(channels.pop()):
+        rows = [case[c] for case in per_case_stats]
+        n = np.asarray([r["n"] for r in rows], dtype=np.float64)
+        fg_n = n * np.asarray([r["fg_fraction"] for r in rows])
+        fg_w = np.where(fg_n > 0, fg_n, n)  # matches channel_stats' fallback
+
+        def pool(weights: np.ndarray, mean_key: str, std_key: str, _rows: list[dict[str, Any]] = rows) -> tuple[float, float]:
+            means = np.asarray([r[mean_key] for r in _rows])
+            stds = np.asarray([r[std_key] for r in _rows])
+            total = weights.sum()
+            mean = float((weights * means).sum() / total)
+            var = float((weights * (stds**2 + means**2)).sum() / total - mean**2)
+            return mean, float(np.sqrt(max(var, 0.0)))
+
+        mean, std = pool(n, "mean", "std")
+        fg_mean, fg_std = pool(fg_w, "fg_mean", "fg_std")
+        pooled.append({
+            "n": int(n.sum()),
+            "mean": mean,
+            "std": std,
+            "min": float(min(r["min"] for r in rows)),
+            "max": float(max(r["max"] for r in rows)),
+            "fg_mean": fg_mean,
+            "fg_std": fg_std,
+            "fg_fraction": float(fg_n.sum() / n.sum()),
+            "p_low": float(np.median([r["p_low"] for r in rows])),
+            "p_high": float(np.median([r["p_high"] for r in rows])),
+        })
+    return pooled
+
+
+def _spread(value: float) -> float:
+    return value if value > _EPS else 1.0
+
+
+def normalize(
+    image: np.ndarray,
+    stats: list[dict[str, Any]],
+    cfg: PreprocessConfig,
+    dataset_stats: list[dict[str, Any]] | None = None,
+) -> np.ndarray:
+    """Normalises a ``[D, H, W, C]`` image per channel as ``cfg.normalize`` says.
+
+    Args:
+        image: the prepared image (``Prepared.image``).
+        stats: its per-channel statistics (``Prepared.meta["stats"]``).
+        cfg: the preprocess config (``normalize``, ``zscore_over``, ``percentile_scale``,
+            ``ct_window``).
+        dataset_stats: pooled statistics that replace ``stats`` when given.
+
+    Returns:
+        float32 array of ``image``'s shape, finite wherever ``image`` is.
+
+    Raises:
+        ValueError: the statistics do not match the image's channels.
+    """
+    use = dataset_stats if dataset_stats is not None else stats
+    if len(use) != image.shape[-1]:
+        raise ValueError(f"{len(use)} channel statistics for an image with {image.shape[-1]} channels")
+    out = np.empty(image.shape, dtype=np.float32)
+    for c, st in enumerate(use):
+        x = np.asarray(image[..., c], dtype=np.float32)
+        if cfg.normalize == "zscore":
+            if cfg.zscore_over == "foreground":
+                mean, std = st["fg_mean"], st["fg_std"]
+            else:
+                mean, std = st["mean"], st["std"]
+            out[..., c] = (x - np.float32(mean)) / np.float32(_spread(std))
+        elif cfg.normalize == "percentile":
+            lo, hi = st["p_low"], st["p_high"]
+            clipped = np.clip(x, np.float32(lo), np.float32(hi))
+            if cfg.percentile_scale == "unit":
+                out[..., c] = (clipped - np.float32(lo)) / np.float32(_spread(hi - lo))
+            else:
+                out[..., c] = (clipped - np.float32(st["fg_mean"])) / np.float32(_spread(st["fg_std"]))
+        elif cfg.normalize == "ct":
+            lo, hi = cfg.ct_window
+            out[..., c] = (np.clip(x, np.float32(lo), np.float32(hi)) - np.float32(lo)) / np.float32(hi - lo)
+        elif cfg.normalize == "none":
+            out[..., c] = x
+        else:  # config validation makes this unreachable
+            raise ValueError(f"unknown normaliser {cfg.normalize!r}")
+    return out
