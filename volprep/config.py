@@ -28,6 +28,8 @@ ON_ERROR = ("skip", "fail")
 NON_FINITE = ("fail", "zero")
 WAVELET_MODES = ("approx", "compress")
 CLASS_BY = ("label", "rarest")
+# The contract's [augment] defaults, used when a config has no [augment] table.
+DEFAULT_AUGMENT = {"flip_axes": [0], "rotate_deg": 10.0, "scale": [0.9, 1.1], "shift_vox": 3.0}
 
 _SIZE_UNITS = {
     "": 1, "b": 1,
@@ -206,7 +208,7 @@ class PipelineConfig:
     read: ReadConfig = dataclasses.field(default_factory=ReadConfig)
     preprocess: PreprocessConfig = dataclasses.field(default_factory=PreprocessConfig)
     balance: BalanceConfig = dataclasses.field(default_factory=BalanceConfig)
-    augment: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    augment: Mapping[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_AUGMENT))
     source: str = "<defaults>"
 
     def augmentation(self, seed: int | None = None) -> Any:
@@ -281,7 +283,7 @@ def config_from_dict(data: Mapping[str, Any], source: str | Path = "<config>") -
             raise ConfigError(source, err.key, err.problem) from None
         except (TypeError, ValueError) as err:
             raise ConfigError(source, name, str(err)) from None
-    augment = data.get("augment", {})
+    augment = data.get("augment", DEFAULT_AUGMENT)
     if not isinstance(augment, Mapping):
         raise ConfigError(source, "augment", "expected a table")
     config = PipelineConfig(**parts, augment=dict(augment), source=source)

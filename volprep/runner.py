@@ -307,7 +307,7 @@ class _Job:
         if cfg.balance.subset_column:
             subset = _subset_from_column(self.data, cfg.balance.subset_column)
         plan = make_plan(entries, dataset.class_names, cfg.job, cfg.balance, subset=subset,
-                         augment_sampler=sampler if not augment.is_identity else None,
+                         augment_sampler=sampler,
                          label_names=dataset.label_names)
         write_plan(self.out_dir / "plan.json", plan)
         has_class = any(e.label is not None for e in entries)
