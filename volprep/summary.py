@@ -1,108 +1,321 @@
 """Text a person reads: the end-of-job summary and ``volprep inspect``.
 
-Both are pure functions of a :class:`~volprep.runner.JobResult` or a manifest, so the
-same text lands on the terminal, in ``OUT/report/summary.txt`` and in the README.
+:func:`summary_text` turns a :class:`~volprep.runner.JobResult` into the few aligned lines
+printed at the end of ``volprep shards`` (cases, failures, splits, balance, shards,
+fidelity, time per stage, how to load the result); :func:`inspect_text` turns a manifest
+into the longer, deterministic description ``volprep inspect`` prints (no wall-clock
+figures, so the same manifest always gives the same text). Both are pure functions of
+their arguments apart from two harmless looks at the terminal and the output folder
+(colour only on a TTY; the report line only when a report exists); the same text lands in
+``OUT/report/summary.txt``.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
+
+_BOLD, _RED, _YELLOW, _GREEN, _RESET = "\033[1m", "\033[31m", "\033[33m", "\033[32m", "\033[0m"
+_KEY = 10  # width of the left-hand label column
 
 
 def load_snippet(out_dir: str) -> str:
-    """The two lines of Python that load a shard folder."""
-    return f'import volprep\nds = volprep.load("{out_dir}", split="train", batch_size=4)'
+    """The two lines of Python that load a shard folder.
+
+    Args:
+        out_dir: the shard folder, as the user should type it.
+
+    Returns:
+        Two lines: the import and the ``volprep.load`` call.
+    """
+    return f'import volprep\nds = volprep.load({_py_str(str(out_dir))}, split="train", batch_size=4)'
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+def _py_str(text: str) -> str:
+    """A double-quoted Python string literal (what people write by hand)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def human_size(n: float) -> str:
+    """Bytes as a short decimal size (``"12.3 MB"``), the unit ``shard_size_mb`` uses."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
-    return f"{n:.1f} GB"
+    return f"{n:.1f} TB"
 
 
-def summary_text(result: Any, max_failures: int = 5) -> str:
-    """The summary printed at the end of ``volprep shards``."""
+def _use_color(color: bool | None) -> bool:
+    if color is not None:
+        return color
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    return bool(getattr(sys.stdout, "isatty", lambda: False)())
+
+
+def _paint(text: str, code: str, on: bool) -> str:
+    return f"{code}{text}{_RESET}" if on else text
+
+
+def _row(key: str, text: str) -> str:
+    return f"  {key:<{_KEY}} {text}" if key else f"  {'':<{_KEY}} {text}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _shard_line(info: Mapping[str, Any]) -> str:
+    sizes = [int(s["num_bytes"]) for s in info.get("shards", [])]
+    if not sizes:
+        return "no shards"
+    text = f"{_plural(len(sizes), 'shard')}, {human_size(sum(sizes))}"
+    if len(sizes) > 1:
+        text += f" ({human_size(min(sizes))}-{human_size(max(sizes))} each)"
+    return text
+
+
+def _split_rows(splits: Mapping[str, Any]) -> list[str]:
+    """One aligned row a split: records (originals + copies), shards and bytes."""
+    names = list(splits)
+    width = max((len(n) for n in names), default=0)
+    counts = [str(splits[n].get("num_records", 0)) for n in names]
+    cwidth = max((len(c) for c in counts), default=0)
+    described = []
+    for name, count in zip(names, counts, strict=True):
+        info = splits[name]
+        originals = info.get("num_originals")
+        copies = int(info.get("num_records", 0)) - int(originals) if originals is not None else 0
+        what = f"{count:>{cwidth}} records"
+        if originals is not None and copies:
+            what += f" = {originals} originals + {copies} augmented"
+        described.append((name, what, info))
+    what_width = max((len(w) for _, w, _ in described), default=0)
+    return [f"{name:<{width}}  {what:<{what_width}}  {_shard_line(info)}" for name, what, info in described]
+
+
+def _class_rows(classes: Mapping[str, Any]) -> list[str]:
+    """``name  before -> after  (+copies)`` for the train split, aligned."""
+    names = [str(n) for n in classes.get("names", [])]
+    before = classes.get("counts_before") or {}
+    after = classes.get("counts_after") or {}
+    names = [n for n in names if n in before or n in after] or sorted(set(before) | set(after))
+    if not names:
+        return []
+    width = max(len(n) for n in names)
+    bw = max(len(str(before.get(n, 0))) for n in names)
+    aw = max(len(str(after.get(n, 0))) for n in names)
+    rows = []
+    for n in names:
+        b, a = int(before.get(n, 0)), int(after.get(n, 0))
+        extra = f"  (+{a - b} augmented)" if a > b else ""
+        rows.append(f"{n:<{width}}  {b:>{bw}} -> {a:>{aw}}{extra}")
+    return rows
+
+
+def _fidelity_text(fid: Mapping[str, Any] | None) -> str | None:
+    if not fid:
+        return None
+    units = {"psnr": " dB", "ratio": "x"}
+    parts = []
+    for key, value in fid.items():
+        if isinstance(value, Mapping):
+            unit = units.get(key, "")
+            parts.append(f"{key} min {value['min']:.4g}{unit}, median {value['median']:.4g}{unit}")
+    n = fid.get("num_cases")
+    suffix = f" ({_plural(int(n), 'case')})" if n else ""
+    return "; ".join(parts) + suffix if parts else None
+
+
+def _feature_text(features: Mapping[str, Any]) -> str:
+    parts = []
+    for name in ("image", "label", "mask"):
+        if name in features:
+            f = features[name]
+            parts.append(f"{name} {f['dtype']} {list(f['shape'])} {f['encoding']}")
+    return "; ".join(parts)
+
+
+def _times_text(timings: Mapping[str, float]) -> str:
+    if not timings:
+        return "not recorded"
+    parts = [f"{k} {float(v):.1f}s" for k, v in timings.items()]
+    return ", ".join(parts) + f"; total {sum(float(v) for v in timings.values()):.1f}s"
+
+
+def summary_text(result: Any, max_failures: int = 5, *, color: bool | None = None,
+                 report: bool | None = None) -> str:
+    """The summary printed at the end of ``volprep shards``.
+
+    Args:
+        result: a :class:`~volprep.runner.JobResult`.
+        max_failures: failure lines shown before "... and N more".
+        color: ANSI colour for the status and failures; ``None``: only when stdout is a
+            terminal (and ``NO_COLOR`` is unset).
+        report: add the line pointing at ``OUT/report/index.html``; ``None``: when it exists.
+
+    Returns:
+        The summary, lines joined by ``\\n`` (no trailing newline).
+    """
+    on = _use_color(color)
     m = result.manifest
-    lines = [f"volprep: {result.out_dir}"]
-    failed = len(result.failures)
-    lines.append(
-        f"  cases     {result.cases_found} found, {result.cases_converted} converted "
-        f"({result.cases_reused} reused from cache), {failed} failed"
-    )
-    for f in result.failures[:max_failures]:
-        lines.append(f"    {f.line()}")
-    if failed > max_failures:
-        lines.append(f"    ... and {failed - max_failures} more")
+    out_dir = Path(result.out_dir)
+    failures = sorted(result.failures, key=lambda f: (str(f.case), str(f.path)))  # as in the manifest
+    failed = len(failures)
     if failed:
-        lines.append(f"    full list: {result.out_dir / 'failures.csv'}")
-    for split, info in m["splits"].items():
-        sizes = [s["num_bytes"] for s in info["shards"]]
-        lines.append(
-            f"  {split:<9} {info['num_records']} records ({info.get('num_originals', '?')} originals) "
-            f"in {len(sizes)} shard(s), {_size(sum(sizes))}"
-        )
-    classes = m.get("classes", {})
-    if classes.get("counts_before"):
-        before, after = classes["counts_before"], classes["counts_after"]
-        per_class = ", ".join(
-            f"{name} {before.get(name, 0)}->{after.get(name, 0)}" for name in classes["names"]
-            if name in before or name in after
-        )
-        lines.append(f"  balance   train counts before->after: {per_class}")
-    image = m["features"]["image"]
-    lines.append(f"  image     {image['dtype']} {image['shape']} ({image['encoding']})")
-    fid = m.get("fidelity")
+        status = _paint(f"finished, {_plural(failed, 'case')} failed (exit status {result.exit_code})", _YELLOW, on)
+    else:
+        status = _paint(f"done (exit status {result.exit_code})", _GREEN, on)
+    lines = [f"{_paint('volprep shards', _BOLD, on)} {out_dir}: {status}"]
+    lines.append(_row("cases", f"{result.cases_found} found, {result.cases_converted} converted "
+                               f"({result.cases_reused} reused from cache), {failed} failed"))
+    for f in failures[:max_failures]:
+        lines.append(_row("", _paint(f.line(), _RED, on)))
+    if failed > max_failures:
+        lines.append(_row("", f"... and {failed - max_failures} more"))
+    if failed:
+        lines.append(_row("", f"full list: {out_dir / 'failures.csv'} (and the manifest's \"failures\")"))
+    split_rows = _split_rows(m.get("splits", {}))
+    for i, row in enumerate(split_rows):
+        lines.append(_row("splits" if i == 0 else "", row))
+    class_rows = _class_rows(m.get("classes", {}))
+    if class_rows:
+        lines.append(_row("balance", "train records per class, before -> after balancing:"))
+        lines.extend(_row("", f"  {row}") for row in class_rows)
+    lines.append(_row("records", _feature_text(m.get("features", {}))))
+    fid = _fidelity_text(m.get("fidelity"))
     if fid:
-        parts = [f"{k} min {v['min']:.3g} median {v['median']:.3g}" for k, v in fid.items() if isinstance(v, dict)]
-        lines.append(f"  fidelity  {'; '.join(parts)}")
-    for note in sorted(set(m.get("notes", []))):
-        lines.append(f"  note      {note}")
-    times = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
-    lines.append(f"  time      {times}")
-    lines.append("  load it:")
-    lines.extend(f"    {line}" for line in load_snippet(str(result.out_dir)).splitlines())
-    return "\n".join(lines)
+        lines.append(_row("fidelity", fid))
+    for i, note in enumerate(sorted(set(m.get("notes", [])) | set(getattr(result, "notes", []) or []))):
+        lines.append(_row("notes" if i == 0 else "", note))
+    lines.append(_row("time", _times_text(result.timings)))
+    index = out_dir / "report" / "index.html"
+    if report or (report is None and index.exists()):
+        lines.append(_row("report", str(index)))
+    lines.append(_row("load it:", ""))
+    lines.extend(f"    {line}" for line in load_snippet(str(out_dir)).splitlines())
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _toml_value(value: Any) -> str:
+    """A config value the way it would be written in the TOML file."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "(unset)"
+    if isinstance(value, str):
+        return _py_str(value)
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, Sequence):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return str(value)
+
+
+def _table(rows: Sequence[Sequence[str]], right: Sequence[bool], indent: str = "  ") -> list[str]:
+    """Aligned columns; ``right[i]`` right-aligns column i."""
+    if not rows:
+        return []
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [
+        (indent + "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right, strict=True))).rstrip()
+        for row in rows
+    ]
 
 
 def inspect_text(manifest: dict[str, Any], out_dir: str = "") -> str:
-    """``volprep inspect``: the manifest in a form a person reads."""
+    """``volprep inspect``: the manifest in a form a person reads.
+
+    Lists the features, every split and every shard (records, bytes, sha256 prefix),
+    class counts (train before/after balancing and originals per split), the
+    normalisation, fidelity of lossy reductions, notes, every failure and the config.
+    Deterministic: the same manifest gives the same text.
+
+    Args:
+        manifest: a manifest dict (``volprep.manifest.read_manifest``).
+        out_dir: the folder it came from, shown in the title.
+
+    Returns:
+        The text, lines joined by ``\\n``.
+    """
     m = manifest
-    lines = [f"volprep shards {out_dir} (format {m['format_version']}, volprep {m.get('volprep_version', '?')})"]
-    ds = m.get("dataset", {})
+    title = f"volprep shards {out_dir}".rstrip()
+    lines = [f"{title} (format {m.get('format_version')}, volprep {m.get('volprep_version', '?')})"]
+    ds = m.get("dataset") or {}
     if ds:
-        lines.append(f"dataset: {ds.get('name')} ({ds.get('layout')}, {ds.get('num_cases')} cases)")
+        lines.append(f"dataset: {ds.get('name')} ({ds.get('layout')} layout, {ds.get('num_cases')} cases)")
+        label_names = ds.get("label_names") or {}
+        if label_names:
+            lines.append("  label values: " + ", ".join(f"{k} = {v}" for k, v in sorted(label_names.items(), key=lambda kv: int(kv[0]) if str(kv[0]).lstrip("-").isdigit() else 0)))
+
+    lines.append("")
     lines.append("features:")
-    for name, feat in sorted(m["features"].items()):
-        lines.append(f"  {name:<8} {feat['dtype']:<8} {str(feat['shape']):<20} {feat['encoding']}")
+    rows = [[name, str(f.get("dtype")), str(list(f.get("shape", []))), str(f.get("encoding"))]
+            for name, f in sorted(m.get("features", {}).items())]
+    lines.extend(_table(rows, [False, False, False, False]))
+
+    lines.append("")
     lines.append("splits:")
-    for split, info in m["splits"].items():
-        total = sum(s["num_bytes"] for s in info["shards"])
-        lines.append(f"  {split}: {info['num_records']} records, {len(info['shards'])} shard(s), {_size(total)}")
-        for s in info["shards"]:
-            lines.append(f"    {s['file']}  {s['num_records']:>6} records  {_size(s['num_bytes']):>9}  sha256 {s['sha256'][:16]}")
-    classes = m.get("classes", {})
-    if classes.get("names"):
-        lines.append("classes (train): name, before, after")
-        for name in classes["names"]:
-            lines.append(f"  {name:<16} {classes['counts_before'].get(name, 0):>6} {classes['counts_after'].get(name, 0):>6}")
-    fid = m.get("fidelity")
-    if fid:
-        lines.append("fidelity (what the loader returns vs the unreduced volume):")
-        for key, v in fid.items():
-            if isinstance(v, dict):
-                lines.append(f"  {key:<6} min {v['min']:.4g}  median {v['median']:.4g}")
-    norm = m.get("normalization")
+    shard_rows = {split: [[s["file"], f"{s['num_records']} records", human_size(s["num_bytes"]),
+                           f"sha256 {s['sha256'][:16]}"] for s in info.get("shards", [])]
+                  for split, info in m.get("splits", {}).items()}
+    aligned = iter(_table([r for rows in shard_rows.values() for r in rows], [False, True, True, False], "    "))
+    for split, info in m.get("splits", {}).items():
+        originals = info.get("num_originals")
+        extra = ""
+        if originals is not None and int(info["num_records"]) != int(originals):
+            extra = f" ({originals} originals + {int(info['num_records']) - int(originals)} augmented)"
+        lines.append(f"  {split}: {info['num_records']} records{extra}, {_shard_line(info)}")
+        lines.extend(next(aligned) for _ in shard_rows[split])
+
+    classes = m.get("classes") or {}
+    names = [str(n) for n in classes.get("names", [])]
+    if names:
+        lines.append("")
+        per_split = classes.get("per_split") or {}
+        split_names = list(per_split)
+        header = ["class", "train before", "train after", *[f"{s} originals" for s in split_names]]
+        rows = [header]
+        for n in names:
+            rows.append([n, str(classes.get("counts_before", {}).get(n, 0)),
+                         str(classes.get("counts_after", {}).get(n, 0)),
+                         *[str(per_split[s].get(n, 0)) for s in split_names]])
+        lines.append("classes:")
+        lines.extend(_table(rows, [False] + [True] * (len(header) - 1)))
+
+    lines.append("")
+    norm = m.get("normalization") or {}
     if norm:
-        lines.append(f"normalization: {norm.get('method')}{' (dataset statistics)' if norm.get('dataset_stats') else ''}")
-    failures = m.get("failures", [])
+        method = norm.get("method")
+        stats = norm.get("dataset_stats")
+        lines.append(f"normalization: {method}" + (" with dataset statistics" if stats else " per case"))
+        for c, s in enumerate(stats or []):
+            if isinstance(s, Mapping):
+                lines.append(f"  channel {c}: " + ", ".join(f"{k} {float(v):.4g}" for k, v in sorted(s.items())))
+    fid = _fidelity_text(m.get("fidelity"))
+    lines.append(f"fidelity: {fid}" if fid else "fidelity: not recorded (no lossy reduction measured)")
+    if m.get("target_shape"):
+        lines.append(f"target shape: {list(m['target_shape'])}")
+    notes = m.get("notes") or []
+    if notes:
+        lines.append("notes:")
+        lines.extend(f"  {n}" for n in notes)
+
+    failures = m.get("failures") or []
+    lines.append("")
     lines.append(f"failures: {len(failures)}")
     for f in failures:
         lines.append(f"  case {f['case']}: {f['path']}: {f['error']}")
+
+    lines.append("")
     lines.append(f"seed: {m.get('seed')}")
     lines.append("config:")
-    for section, table in m.get("config", {}).items():
-        items = ", ".join(f"{k}={v}" for k, v in table.items())
-        lines.append(f"  [{section}] {items}")
+    for section, table in (m.get("config") or {}).items():
+        lines.append(f"  [{section}]")
+        if isinstance(table, Mapping):
+            width = max((len(str(k)) for k in table), default=0)
+            lines.extend(f"    {k:<{width}} = {_toml_value(v)}" for k, v in table.items())
     return "\n".join(lines)

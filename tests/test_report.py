@@ -1,0 +1,308 @@
+"""Tests for volprep.report: the PNG/HTML report of a shard folder.
+
+The shard folder is built here by hand (records encoded with ``volprep.records``, a
+manifest and a plan dict shaped like the runner's), so these tests do not run the
+pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from volprep.records import encode_example, frame_record
+from volprep.report import (
+    FIGURES,
+    MontageRow,
+    choose_montage,
+    decode_image,
+    plot_montage,
+    read_samples,
+    take_slices,
+    write_report,
+)
+
+SHAPE = (16, 20, 24)
+CLASSES = ["healthy", "small", "large"]
+# case -> (split, class id); train: healthy 3, small 2, large 1; val: one of each
+CASES = {
+    "c00": ("train", 0), "c01": ("train", 0), "c02": ("train", 0),
+    "c03": ("train", 1), "c04": ("train", 1), "c05": ("train", 2),
+    "c06": ("val", 0), "c07": ("val", 1), "c08": ("val", 2),
+}
+COPIES = {"c03": [1], "c04": [1], "c05": [1, 2]}  # train balanced to 3 a class
+
+
+def phantom(case: str, copy: int, channels: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy ellipsoid (label 1) with a core (label 2) whose size follows the class."""
+    seed = int(case[1:])
+    rng = np.random.default_rng([seed, copy])
+    cls = CASES[case][1]
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in SHAPE], indexing="ij"), -1)
+    centre = np.array(SHAPE, np.float32) / 2 + rng.uniform(-2, 2, 3)
+    r = np.sqrt((((grid - centre) / (np.array(SHAPE) / 3.2)) ** 2).sum(-1))
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[r < 1.0] = 1
+    if cls:
+        mask[r < 0.25 + 0.2 * cls] = 2
+    image = np.stack([
+        np.where(mask > 0, 1.0 + 0.8 * mask, -1.0) + rng.normal(0, 0.25, SHAPE) + 0.3 * c
+        for c in range(channels)
+    ], -1).astype(np.float32)
+    if copy:
+        image, mask = image[::-1], mask[::-1]
+        image = image * 1.2 + 0.1
+    return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+
+
+def augment_json(copy: int) -> str:
+    if not copy:
+        return ""
+    return json.dumps({"shape": list(SHAPE), "flips": [0], "intensity_scale": 1.2, "intensity_shift": 0.1,
+                       "matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "translation": [0, 0, 0]})
+
+
+def make_folder(root: Path, *, channels: int = 2, with_plan: bool = True,
+                failures: int = 2) -> dict[str, Any]:
+    """Writes shards, manifest.json, plan.json, failures.csv; returns the manifest."""
+    root.mkdir(parents=True, exist_ok=True)
+    records: dict[str, list[tuple[str, int]]] = {"train": [], "val": []}
+    for case, (split, _) in sorted(CASES.items()):
+        records[split].append((case, 0))
+        records[split].extend((case, k) for k in COPIES.get(case, []))
+    records["train"].sort(key=lambda r: hashlib.sha256(f"{r}".encode()).hexdigest())  # a shuffle
+    cuts = {"train": [records["train"][:6], records["train"][6:]], "val": [records["val"]]}
+    splits: dict[str, Any] = {}
+    for split, parts in cuts.items():
+        shards = []
+        for i, part in enumerate(parts):
+            name = f"{split}-{i:05d}-of-{len(parts):05d}.tfrecord"
+            blob = b""
+            for case, copy in part:
+                image, mask = phantom(case, copy, channels)
+                blob += frame_record(encode_example({
+                    "image": image.astype("<f2").tobytes(), "mask": mask.tobytes(),
+                    "label": CASES[case][1], "case_id": case, "copy": copy, "augment": augment_json(copy),
+                }))
+            (root / name).write_bytes(blob)
+            shards.append({"file": name, "num_records": len(part), "num_bytes": len(blob),
+                           "sha256": hashlib.sha256(blob).hexdigest()})
+        splits[split] = {"num_records": sum(len(p) for p in parts),
+                         "num_originals": sum(1 for p in parts for _, k in p if k == 0), "shards": shards}
+    fail = [{"case": f"bad{i}", "path": f"/data/imagesTr/bad{i}.nii.gz",
+             "error": "header claims 9.1 GiB, more than read.max_bytes 4.0 GiB"} for i in range(failures)]
+    manifest = {
+        "format_version": 1, "volprep_version": "0.1.0",
+        "dataset": {"name": "Task99_Phantom", "layout": "msd", "num_cases": 9 + failures,
+                    "label_names": {"0": "background", "1": "organ", "2": "lesion"}},
+        "features": {
+            "image": {"dtype": "float16", "shape": [*SHAPE, channels], "encoding": "raw"},
+            "mask": {"dtype": "uint8", "shape": list(SHAPE), "encoding": "raw"},
+            "label": {"dtype": "int64", "shape": [], "encoding": "int64"},
+            "case_id": {"dtype": "string", "shape": [], "encoding": "bytes"},
+            "copy": {"dtype": "int64", "shape": [], "encoding": "int64"},
+            "augment": {"dtype": "string", "shape": [], "encoding": "bytes"},
+        },
+        "splits": splits,
+        "classes": {"names": CLASSES, "counts_before": {"healthy": 3, "small": 2, "large": 1},
+                    "counts_after": {"healthy": 3, "small": 4, "large": 3},
+                    "per_split": {"train": {"healthy": 3, "small": 2, "large": 1},
+                                  "val": {"healthy": 1, "small": 1, "large": 1}}},
+        "normalization": {"method": "zscore", "dataset_stats": None},
+        "fidelity": {"num_cases": 9, "psnr": {"min": 38.5, "median": 41.25}, "ssim": {"min": 0.97, "median": 0.985}},
+        "target_shape": list(SHAPE),
+        "notes": ["target_shape planned from the dataset (median after reduction): [16, 20, 24]"],
+        "failures": fail,
+        "config": {"job": {"seed": 0, "splits": {"train": 0.7, "val": 0.3}, "shard_size_mb": 64},
+                   "preprocess": {"reduce": "downsample", "normalize": "zscore", "dtype": "float16"}},
+        "seed": 0,
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    (root / "failures.csv").write_text("case,path,error\n" + "".join(
+        f"{f['case']},{f['path']},{f['error']}\n" for f in fail))
+    if with_plan:
+        plan = {
+            "explanation": ["Target: 3 train records per class, the count of the majority class 'healthy'."],
+            "version": 1, "seed": 0, "classes": CLASSES, "class_ids": [0, 1, 2],
+            "splits": {s: sorted(c for c, (sp, _) in CASES.items() if sp == s) for s in ("train", "val")},
+            "case_class": {c: k for c, (_, k) in CASES.items()}, "class_by": "label", "target": 3,
+            "counts_before": manifest["classes"]["counts_before"], "counts_after": manifest["classes"]["counts_after"],
+            "per_split_counts": manifest["classes"]["per_split"],
+            "copies": {c: [{"copy": k, "seed": [0, c, k], "params": json.loads(augment_json(k))} for k in ks]
+                       for c, ks in COPIES.items()},
+            "notes": [],
+        }
+        (root / "plan.json").write_text(json.dumps(plan, indent=1))
+    return manifest
+
+
+def fake_result(root: Path, manifest: dict[str, Any]) -> SimpleNamespace:
+    failures = [SimpleNamespace(line=lambda f=f: f"case {f['case']}: {f['path']}: {f['error']}", **f)
+                for f in manifest["failures"]]
+    return SimpleNamespace(out_dir=root, exit_code=3 if failures else 0, manifest=manifest, failures=failures,
+                           cases_found=11, cases_converted=9, cases_reused=4,
+                           timings={"discover": 0.01, "convert": 2.5, "write": 1.25}, notes=[])
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} is not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    root = tmp_path_factory.mktemp("shards")
+    return root, make_folder(root)
+
+
+def test_choose_montage_prefers_cases_with_copies(folder: tuple[Path, dict[str, Any]]) -> None:
+    root, manifest = folder
+    plan = json.loads((root / "plan.json").read_text())
+    rows = choose_montage(manifest, plan, per_class=2, copies=2)
+    assert [r.case_id for r in rows] == ["c00", "c01", "c03", "c04", "c05", "c08"]
+    assert {r.case_id: r.copies for r in rows}["c05"] == (1, 2)
+    assert {r.case_id: r.copies for r in rows}["c03"] == (1,)
+    assert {r.case_id: r.class_name for r in rows}["c08"] == "large"
+    assert choose_montage(manifest, plan, per_class=1, copies=1, max_classes=2) == [
+        MontageRow("c00", "train", "healthy", ()), MontageRow("c03", "train", "small", (1,))]
+
+
+def test_read_samples_reads_what_is_needed_and_stops(folder: tuple[Path, dict[str, Any]]) -> None:
+    root, manifest = folder
+    rows = [MontageRow("c05", "train", "large", (2,))]
+    back = read_samples(root, manifest, rows, hist_records=1)
+    assert set(back.samples) == {("c05", 0), ("c05", 2)}
+    assert back.records_read < manifest["splits"]["train"]["num_records"] + manifest["splits"]["val"]["num_records"]
+    copy = back.samples[("c05", 2)]
+    assert copy.slices is not None and copy.slices.masks is not None
+    assert json.loads(copy.augment)["flips"] == [0]
+    assert {k for k, _ in back.voxels} == {"train", "val"}
+    assert back.voxels[("train", True)][0].shape[0] == 2  # two channels sampled
+
+
+def test_decode_image_round_trip_and_size_check() -> None:
+    image, _ = phantom("c03", 0)
+    feature = {"dtype": "float16", "shape": [*SHAPE, 2], "encoding": "raw"}
+    out = decode_image({"image": [image.astype("<f2").tobytes()]}, feature)
+    np.testing.assert_array_equal(out, image.astype(np.float16).astype(np.float32))
+    with pytest.raises(ValueError, match="bytes"):
+        decode_image({"image": [b"\0" * 10]}, feature)
+    with pytest.raises(ValueError, match="unknown image encoding"):
+        decode_image({"image": [b""]}, {**feature, "encoding": "jpeg"})
+
+
+def test_take_slices_go_through_the_smallest_label() -> None:
+    image = np.zeros((16, 20, 24, 1), np.float32)
+    mask = np.zeros((16, 20, 24), np.uint8)
+    mask[1:15, 1:19, 1:23] = 1  # an organ around
+    mask[3:6, 14:17, 2:5] = 2  # a small lesion off its centre
+    mask[4, 14, 2] = 3  # a single voxel: the smallest structure
+    s = take_slices(image, mask)
+    assert s.index == {"axial": 2, "coronal": 14, "sagittal": 4}
+    mask[4, 14, 2] = 2
+    s = take_slices(image, mask)
+    assert s.index == {"axial": 3, "coronal": 15, "sagittal": 4}  # middle of the lesion's planes
+    assert s.views["axial"].shape == (16, 20) and s.views["sagittal"].shape == (20, 24)
+    assert s.masks is not None and (s.masks["axial"] == 2).sum() == 9
+    assert take_slices(image, None).index == {"axial": 12, "coronal": 10, "sagittal": 8}
+
+
+def test_write_report_makes_pngs_summary_and_index(folder: tuple[Path, dict[str, Any]]) -> None:
+    import matplotlib.image
+
+    root, manifest = folder
+    index = write_report(root, fake_result(root, manifest))
+    assert index == root / "report" / "index.html"
+    for name in FIGURES:
+        width, height = png_size(root / "report" / name)
+        assert 400 <= width <= 4000 and 200 <= height <= 4000, (name, width, height)
+        pixels = matplotlib.image.imread(root / "report" / name)
+        assert pixels.shape[:2] == (height, width)
+        assert pixels[..., :3].std() > 0.05  # not a blank canvas
+    page = index.read_text()
+    for name in FIGURES:
+        assert f'src="{name}"' in page
+    summary = (root / "report" / "summary.txt").read_text()
+    assert "9 converted (4 reused from cache), 2 failed" in summary
+    assert "case bad0: /data/imagesTr/bad0.nii.gz" in page and "case bad0" in summary
+    for link in ("../manifest.json", "../plan.json", "../failures.csv"):
+        assert f'href="{link}"' in page
+    assert "<td>bad1</td>" in page  # the failures table
+    assert "Target: 3 train records" in page  # the plan's explanation
+    assert not list((root / "report").glob(".*.tmp"))
+
+
+def test_montage_shows_copies_beside_originals(folder: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    import matplotlib.image
+
+    root, manifest = folder
+    rows = [MontageRow("c05", "train", "large", (1, 2))]
+    back = read_samples(root, manifest, rows, hist_records=0)
+    plot_montage(rows, back.samples, {"1": "organ"}, tmp_path / "with.png")
+    plot_montage([MontageRow("c05", "train", "large", ())], back.samples, {}, tmp_path / "without.png")
+    with_copies, without = png_size(tmp_path / "with.png"), png_size(tmp_path / "without.png")
+    assert with_copies[0] > 2 * without[0]  # 9 panels a row instead of 3
+    assert with_copies[1] == without[1]
+    pixels = matplotlib.image.imread(tmp_path / "with.png")
+    orange = (pixels[..., 0] > 0.9) & (pixels[..., 1] > 0.6) & (pixels[..., 2] < 0.8) & (pixels[..., 1] < 0.85)
+    assert orange.sum() > 500  # the lesion (label 2) overlay is drawn
+
+
+def test_report_without_result_or_plan_uses_inspect_text(tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    manifest = make_folder(root, channels=1, with_plan=False, failures=0)
+    index = write_report(root, per_class=1)
+    summary = (root / "report" / "summary.txt").read_text()
+    for split in manifest["splits"].values():
+        for shard in split["shards"]:
+            assert shard["file"] in summary
+    page = index.read_text()
+    assert "Every case converted" in page
+    assert "(not present)" in page  # plan.json is missing and says so
+    for name in FIGURES:
+        png_size(root / "report" / name)
+
+
+def test_report_reads_a_raw_label_volume_and_survives_bad_records(tmp_path: Path) -> None:
+    root = tmp_path / "seg"
+    manifest = make_folder(root, channels=1, failures=0)
+    # a segmentation-only dataset: the mask is the "label" feature; one record is truncated
+    manifest["features"]["label"] = manifest["features"].pop("mask")
+    shard = root / manifest["splits"]["val"]["shards"][0]["file"]
+    image, mask = phantom("c06", 0, 1)
+    shard.write_bytes(
+        frame_record(encode_example({"image": b"\0" * 8, "label": mask.tobytes(), "case_id": "c06",
+                                     "copy": 0, "augment": ""}))
+        + b"".join(frame_record(encode_example({"image": phantom(c, 0, 1)[0].astype("<f2").tobytes(),
+                                                "label": phantom(c, 0, 1)[1].tobytes(), "case_id": c,
+                                                "copy": 0, "augment": ""})) for c in ("c07", "c08")))
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    rows = [MontageRow("c06", "val", "healthy", ()), MontageRow("c07", "val", "small", ())]
+    back = read_samples(root, manifest, rows)
+    assert back.samples[("c06", 0)].slices is None and "bytes" in back.samples[("c06", 0)].problem
+    assert back.samples[("c07", 0)].slices is not None
+    assert back.samples[("c07", 0)].slices.masks is not None
+    write_report(root, per_class=1, hist_records=2)
+    png_size(root / "report" / "montage.png")
+
+
+def test_decode_image_reads_wavelet_records() -> None:
+    wavelet = pytest.importorskip("volprep.preprocess.wavelet")
+    image = np.ascontiguousarray(phantom("c05", 0, 1)[0][:16, :16, :16])
+    layout = wavelet.layout(image.shape, "db2", 2, 0.25)
+    feature = {"dtype": "float16", "shape": list(image.shape), "encoding": "wavelet-compress", "layout": layout}
+    data = wavelet.encode(image, "db2", 2, 0.25)
+    out = decode_image({"image": [data]}, feature)
+    np.testing.assert_allclose(out, wavelet.decode(data, layout))
+    assert np.corrcoef(out.ravel(), image.ravel())[0, 1] > 0.9  # the phantom survives compression
+    with pytest.raises(ValueError, match="layout"):
+        decode_image({"image": [data]}, {**feature, "layout": None})
