@@ -29,10 +29,6 @@ else
 	$(BIN)/volprep shards $(DATA) --out $(OUT) --config $(PIPELINE) $(if $(WORKERS),--workers $(WORKERS)) $(ARGS); \
 	  status=$$?; [ $$status -eq 0 ] || [ $$status -eq 3 ] || exit $$status
 endif
-	@echo
-	@echo "Shards are in $(OUT)/. Load them in Python:"
-	@echo "    import volprep"
-	@echo "    ds = volprep.load(\"$(OUT)\", split=\"train\", batch_size=4)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
