@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from volprep.errors import DataError
-from volprep.records import decode_example, encode_example, frame_record, iter_records, write_records
+from volprep.records import (
+    decode_example,
+    encode_example,
+    frame_record,
+    iter_records,
+    write_records,
+)
 
 tf = pytest.importorskip("tensorflow")
 
