@@ -4,11 +4,23 @@
 function of its (picklable) arguments and the input files only, returns a small
 :class:`CaseResult` (never the arrays), and turns every input problem into a failure
 result instead of an exception, so one bad case never stops the job.
+
+Fidelity figures (PSNR/SSIM of a lossy reduction) are part of a case's result only when
+the runner asks for them (a fixed sample of cases), so the manifest's figures never
+depend on which cases an earlier run happened to measure.
+
+Fault injection for tests: when the environment variable ``VOLPREP_TEST_HOLD_CASE`` is
+``<case_id>:<folder>`` and ``<folder>`` exists, the worker that converts that case writes a
+file named after its pid into ``<folder>`` and sleeps (up to ``HOLD_SECONDS``) before
+converting it, so a test can kill exactly that worker process from outside. It is read
+only here, costs one dictionary lookup a case, and is never set outside tests.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +30,9 @@ from volprep.cache import CaseCache, input_fingerprint
 from volprep.cases import Case
 from volprep.config import PipelineConfig
 from volprep.errors import InputError
+
+HOLD_ENV = "VOLPREP_TEST_HOLD_CASE"  # fault injection for tests, see the module docstring
+HOLD_SECONDS = 120.0
 
 # Settings applied when shards are written (crop/pad, normalisation, storage dtype): a
 # change to these rewrites shards but reuses every cached case.
@@ -61,9 +76,19 @@ def convert_case(case: Case, config: PipelineConfig, cache_dir: str,
                  declared_labels: tuple[int, ...] | None, fidelity: bool = False) -> CaseResult:
     """Reads, checks, preprocesses and caches one case (or reuses its cache entry).
 
-    ``fidelity`` also measures what a lossy reduction cost this case (PSNR/SSIM against
-    the unreduced volume); the runner asks it of a fixed sample of cases, since it costs
-    more than the conversion itself.
+    Args:
+        case: the case to convert.
+        config: the job's config; only :func:`cache_config_key` of it keys the cache.
+        cache_dir: the ``cache.zarr`` folder (a path string: the task must pickle).
+        declared_labels: label values the dataset declares, checked in the mask.
+        fidelity: also measure what a lossy reduction cost this case (PSNR/SSIM against
+            the unreduced volume); the runner asks it of a fixed sample of cases, since
+            it costs more than the conversion itself. A cached case asked for fidelity
+            but cached without it is recomputed.
+
+    Returns:
+        A small :class:`CaseResult` (never arrays): ``reused`` when the cache entry was
+        complete and made from the same inputs and cache-relevant config.
     """
     cache = CaseCache(Path(cache_dir))
     try:
@@ -72,8 +97,10 @@ def convert_case(case: Case, config: PipelineConfig, cache_dir: str,
         path = err.filename or (case.images[0] if case.images else "")
         return CaseResult(case.case_id, ok=False, path=str(path), error=err.strerror or str(err))
     meta = cache.lookup(case.case_id, fingerprint)
-    if meta is not None:
-        return CaseResult(case.case_id, ok=True, reused=True, meta=meta)
+    # A cached case reused for the fidelity sample must have been measured.
+    if meta is not None and (meta.get("fidelity_measured") or not fidelity):
+        return CaseResult(case.case_id, ok=True, reused=True, meta=_public_meta(meta, fidelity))
+    _hold_if_asked(case.case_id)
     try:
         meta = _convert(case, config, cache, fingerprint, declared_labels, fidelity)
     except InputError as err:
@@ -81,7 +108,29 @@ def convert_case(case: Case, config: PipelineConfig, cache_dir: str,
     except MemoryError:
         return CaseResult(case.case_id, ok=False, path=str(case.images[0]),
                           error="out of memory while converting this case")
-    return CaseResult(case.case_id, ok=True, reused=False, meta=meta)
+    return CaseResult(case.case_id, ok=True, reused=False, meta=_public_meta(meta, fidelity))
+
+
+def _public_meta(meta: dict[str, Any], fidelity: bool) -> dict[str, Any]:
+    """The meta the runner sees: fidelity figures only for cases in the sample."""
+    out = {k: v for k, v in meta.items() if k != "fidelity_measured"}
+    if not fidelity:
+        out.pop("fidelity", None)
+    return out
+
+
+def _hold_if_asked(case_id: str) -> None:
+    """The test-only fault-injection hook (``VOLPREP_TEST_HOLD_CASE``); see the module docstring."""
+    value = os.environ.get(HOLD_ENV)
+    if not value:
+        return
+    target, _, folder = value.partition(":")
+    if target != case_id or not folder or not Path(folder).is_dir():
+        return
+    Path(folder, str(os.getpid())).write_text(case_id)
+    deadline = time.monotonic() + HOLD_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _convert(case: Case, config: PipelineConfig, cache: CaseCache, fingerprint: str,
@@ -100,6 +149,7 @@ def _convert(case: Case, config: PipelineConfig, cache: CaseCache, fingerprint: 
     meta["notes"] = sorted({*meta.get("notes", []), *volume.header.notes})
     meta["shape"] = list(prepared.image.shape)
     meta["source"] = str(case.images[0])
+    meta["fidelity_measured"] = fidelity
     if prepared.mask is not None:
         values, counts = np.unique(prepared.mask, return_counts=True)
         meta["voxel_counts"] = {str(int(v)): int(c) for v, c in zip(values, counts, strict=True)}

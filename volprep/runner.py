@@ -262,6 +262,9 @@ class _Job:
     # -- convert -------------------------------------------------------------------------
     def convert(self, dataset: Dataset, cases: list[Case], weights: list[int]) -> list[CaseResult]:
         self.cache_dir.mkdir(exist_ok=True)
+        from volprep.cache import CaseCache
+
+        CaseCache(self.cache_dir).sweep()  # half-written cases of a killed run (we hold the lock)
         declared = tuple(sorted(dataset.label_names)) if dataset.label_names else None
         # Fidelity (PSNR/SSIM of a lossy reduction) on a fixed, seed-independent sample.
         sample = set(sorted((order_key(0, c.case_id) for c in cases))[:FIDELITY_SAMPLE])

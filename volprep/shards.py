@@ -136,7 +136,7 @@ def render_record(spec: RecordSpec, ref: RecordRef, cached: Any) -> tuple[bytes,
 
     image, mask = fit_to_shape(cached.image, cached.mask, spec.target_shape)
     image = normalize(image, cached.meta["stats"], spec.preprocess, _stats_list(spec.dataset_stats))
-    if ref.copy:
+    if ref.copy and ref.params:  # no params: an identity augmentation
         image, mask = numpy_ops.apply(Params.from_json(ref.params), image, mask)
     features: dict[str, Any] = {
         "case_id": ref.case_id,

@@ -1,0 +1,73 @@
+"""Shared fixtures for the job-level tests: a small demo dataset, pipeline files, helpers.
+
+Kept small on purpose: a 12-case demo dataset (32x32x20 voxels) written once a session,
+a pipeline TOML writer, a function that runs the real ``volprep`` command line in a
+subprocess, and one that collects what must be byte-identical between runs.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CASES = 12
+
+
+def pipeline_toml(path: Path, *, shard_size_mb: float = 0.02, normalize: str = "zscore",
+                  factor: int = 2) -> Path:
+    """Writes a pipeline TOML (the defaults, small shards so a job writes several)."""
+    path.write_text(f"""
+[job]
+seed = 7
+splits = {{ train = 0.75, val = 0.25 }}
+shard_size_mb = {shard_size_mb}
+on_error = "skip"
+[preprocess]
+reduce = "downsample"
+factor = {factor}
+normalize = "{normalize}"
+dtype = "float16"
+[balance]
+enabled = true
+max_copies_per_case = 2
+[augment]
+flip_axes = [0]
+rotate_deg = 10
+scale = [0.9, 1.1]
+shift_vox = 2
+""")
+    return path
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    """What must be byte-identical between runs: every shard and the manifest."""
+    files = {p.name: p.read_bytes() for p in sorted(out.glob("*.tfrecord"))}
+    files["manifest.json"] = (out / "manifest.json").read_bytes()
+    return files
+
+
+def start_cli(data: Path, out: Path, config: Path, *extra: str,
+              env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Starts ``volprep shards`` as a real subprocess (the venv's interpreter)."""
+    cmd = [sys.executable, "-m", "volprep", "shards", str(data), "--out", str(out),
+           "--config", str(config), "--quiet", "--no-report", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 12-case demo dataset (MSD layout, 32x32x20); tests must not modify it."""
+    from volprep.demo import write_demo
+
+    return write_demo(tmp_path_factory.mktemp("demo") / "data", n_cases=DEMO_CASES,
+                      shape=(32, 32, 20), seed=1)
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pipeline TOML most job tests use."""
+    return pipeline_toml(tmp_path_factory.mktemp("pipeline") / "pipeline.toml")
