@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from io_corpus import phantom, write_metaimage, write_nifti, write_raw
@@ -25,6 +26,10 @@ def _mixed_dataset(root: Path) -> tuple[set[str], set[str]]:
     good["bigendian"] = write_nifti(root / "bigendian.nii", phantom((16, 16, 12), ">i2", seed=3))
     good["mha"] = write_metaimage(root / "mha.mha", phantom((16, 16, 12), seed=4))
     good["raw"] = write_raw(root / "raw.raw", phantom((16, 16, 12), seed=5))
+    good["nosform"] = write_nifti(root / "nosform.nii", phantom((16, 16, 12), seed=9))
+    img = nib.load(good["nosform"], mmap=False)
+    img.set_sform(np.zeros((4, 4)), code=2)  # a singular sform: the reader falls back to the qform
+    nib.save(img, good["nosform"])
     bad = {}
     (root / "empty.nii").write_bytes(b"")
     bad["empty"] = root / "empty.nii"
@@ -73,6 +78,9 @@ def test_mixed_job_exits_3_and_publishes_every_good_case(tmp_path: Path) -> None
         for record in iter_records(out / shard["file"]):
             held.add(decode_example(record)["case_id"][0].decode())
     assert held == good
+    [(note, count)] = manifest["case_notes"].items()  # the fallback is said, once
+    assert count == 1 and note.startswith("affine from") and "sform unusable" in note
+    assert f"1 case(s): {note}" in proc.stdout
 
 
 def test_on_error_fail_stops_and_publishes_nothing(tmp_path: Path) -> None:

@@ -85,6 +85,7 @@ class JobConfig:
     shard_size_mb: float = 64.0
     on_error: str = "skip"
     stratify: bool = True
+    fidelity_sample: int = 8
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -103,6 +104,8 @@ class JobConfig:
         if not isinstance(self.shard_size_mb, int | float) or self.shard_size_mb <= 0:
             raise ConfigError(None, "job.shard_size_mb", f"must be positive, got {self.shard_size_mb!r}")
         _choice(self.on_error, "job.on_error", ON_ERROR)
+        if isinstance(self.fidelity_sample, bool) or not isinstance(self.fidelity_sample, int) or self.fidelity_sample < 0:
+            raise ConfigError(None, "job.fidelity_sample", f"expected an integer >= 0 (cases measured for PSNR/SSIM), got {self.fidelity_sample!r}")
 
 
 @dataclasses.dataclass(frozen=True)

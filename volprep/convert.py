@@ -64,7 +64,9 @@ def cache_config_key(config: PipelineConfig) -> str:
     if config.preprocess.reduce != "wavelet":
         for key in ("wavelet", "level", "mode"):
             pre.pop(key, None)
-    return json.dumps({"read": config.to_dict()["read"], "preprocess": pre}, sort_keys=True)
+    # max_bytes only decides which cases are read at all (checked on headers every run).
+    read = {k: v for k, v in config.to_dict()["read"].items() if k != "max_bytes"}
+    return json.dumps({"read": read, "preprocess": pre}, sort_keys=True)
 
 
 def case_inputs(case: Case) -> list[Path]:

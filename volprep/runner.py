@@ -53,7 +53,6 @@ from volprep.shards import (
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
-FIDELITY_SAMPLE = 16  # cases measured for the manifest's fidelity figures
 
 
 @dataclasses.dataclass
@@ -87,7 +86,7 @@ class JobResult:
 def output_lock(out_dir: Path) -> Iterator[None]:
     """An exclusive lock on ``OUT/.volprep.lock``; a second job gets a clear error."""
     lock_path = out_dir / ".volprep.lock"
-    fh = open(lock_path, "a+")
+    fh = open(lock_path, "a+")  # noqa: SIM115 - held open for the whole job: the lock is the open file
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -229,7 +228,15 @@ class _Job:
                 continue
             first = headers[0]
             n_chan = first.shape[3] if len(first.shape) == 4 else len(headers)
-            weight = sum(io.estimate_working_bytes(h) for h in headers)
+            if case.mask is not None:
+                try:
+                    headers_mask = [io.read_header(case.mask, cfg.read)]
+                except InputError as err:
+                    self.fail(Failure(case.case_id, err.path, err.problem))
+                    continue
+            else:
+                headers_mask = []
+            weight = sum(io.estimate_working_bytes(h) for h in [*headers, *headers_mask])
             if self.memory_limit is not None and weight > self.memory_limit:
                 self.fail(Failure(case.case_id, str(first.path),
                                   f"needs about {_human(weight)} to convert, more than --memory-limit {_human(self.memory_limit)}"))
@@ -251,7 +258,7 @@ class _Job:
             kept_weights.append(weight)
             kept_shapes.append(shape)
         if cfg.preprocess.target_shape is not None:
-            target = cfg.preprocess.target_shape
+            target: tuple[int, ...] = cfg.preprocess.target_shape
         else:
             multiple = shape_multiple(cfg.preprocess)
             median = np.median(np.array(kept_shapes), axis=0)
@@ -267,7 +274,7 @@ class _Job:
         CaseCache(self.cache_dir).sweep()  # half-written cases of a killed run (we hold the lock)
         declared = tuple(sorted(dataset.label_names)) if dataset.label_names else None
         # Fidelity (PSNR/SSIM of a lossy reduction) on a fixed, seed-independent sample.
-        sample = set(sorted((order_key(0, c.case_id) for c in cases))[:FIDELITY_SAMPLE])
+        sample = set(sorted(order_key(0, c.case_id) for c in cases)[:self.config.job.fidelity_sample])
         tasks = [(case, self.config, str(self.cache_dir), declared, order_key(0, case.case_id) in sample)
                  for case in cases]
         results: list[CaseResult | None] = [None] * len(cases)
@@ -353,7 +360,10 @@ class _Job:
                     for copy in copies:
                         params = Params.from_dict(copy["params"]).to_json() if copy.get("params") else ""
                         refs.append(RecordRef(cid, int(copy["copy"]), params, source.get(cid, "")))
-            ordered = order_records(refs, self.config.job.seed)
+            try:
+                ordered = order_records(refs, self.config.job.seed)
+            except ValueError as err:
+                raise JobError(f"split {split}: {err}") from None
             count = shard_count(len(ordered), record_bytes_estimate(spec), shard_bytes)
             for i, (start, end) in enumerate(shard_bounds(len(ordered), count)):
                 tasks.append(ShardTask(str(self.out_dir), split, i, count, tuple(ordered[start:end]), spec))
@@ -423,6 +433,7 @@ class _Job:
             "fidelity": _fidelity(ok),
             "target_shape": list(spec.target_shape),
             "notes": sorted(set(self.notes)),
+            "case_notes": _case_notes(ok),
             "failures": [dataclasses.asdict(f) for f in sorted(self.failures, key=lambda f: (f.case, f.path))],
             "config": cfg.to_dict(),
             "seed": cfg.job.seed,
@@ -444,6 +455,21 @@ class _Job:
         for f in sorted(self.failures, key=lambda f: (f.case, f.path)):
             writer.writerow([f.case, f.path, f.error])
         atomic_write_text(self.out_dir / "failures.csv", buf.getvalue())
+
+
+def _routine(note: str) -> bool:
+    """Notes every healthy case carries (which header field gave the affine)."""
+    return note.startswith("affine from") and "unusable" not in note
+
+
+def _case_notes(ok: dict[str, CaseResult]) -> dict[str, int]:
+    """How many converted cases carry each non-routine note (e.g. an affine fallback)."""
+    counts: dict[str, int] = {}
+    for result in ok.values():
+        for note in result.meta.get("notes", []):
+            if not _routine(note):
+                counts[note] = counts.get(note, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _fidelity(ok: dict[str, CaseResult]) -> dict[str, Any] | None:

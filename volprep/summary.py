@@ -189,7 +189,9 @@ def summary_text(result: Any, max_failures: int = 5, *, color: bool | None = Non
     fid = _fidelity_text(m.get("fidelity"))
     if fid:
         lines.append(_row("fidelity", fid))
-    for i, note in enumerate(sorted(set(m.get("notes", [])) | set(getattr(result, "notes", []) or []))):
+    notes = sorted(set(m.get("notes", [])) | set(getattr(result, "notes", []) or []))
+    notes += [f"{n} case(s): {note}" for note, n in (m.get("case_notes") or {}).items()]
+    for i, note in enumerate(notes):
         lines.append(_row("notes" if i == 0 else "", note))
     lines.append(_row("time", _times_text(result.timings)))
     index = out_dir / "report" / "index.html"
@@ -299,7 +301,8 @@ def inspect_text(manifest: dict[str, Any], out_dir: str = "") -> str:
     lines.append(f"fidelity: {fid}" if fid else "fidelity: not recorded (no lossy reduction measured)")
     if m.get("target_shape"):
         lines.append(f"target shape: {list(m['target_shape'])}")
-    notes = m.get("notes") or []
+    notes = list(m.get("notes") or [])
+    notes += [f"{n} case(s): {note}" for note, n in (m.get("case_notes") or {}).items()]
     if notes:
         lines.append("notes:")
         lines.extend(f"  {n}" for n in notes)
