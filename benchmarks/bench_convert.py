@@ -9,7 +9,7 @@ reduced 2x to float16 128x128x80. Rows, all in ms per volume:
   the median over repeats of ``(T(2N) - T(N)) / N`` (each pair run back to back), T
   from the job's own stage times (the process
   wall time gives ``wall_per_volume_ms``). N >= 16 so the runner's fixed fidelity sample
-  (16 cases, measured once a job) is in both runs and cancels; it counts as start-up.
+  (`[job] fidelity_sample`, 8 cases by default) is in both runs and cancels; it counts as start-up.
 * ``read limit (isal)``: only decompressing each input (file read + isal gzip inflate),
   one process, the fastest isal entry point.
 * ``tutorial converter``: one process, nibabel ``get_fdata``, ``scipy.ndimage.zoom``

@@ -98,9 +98,16 @@ def test_case_over_memory_limit_is_refused_before_reading(demo_data: Path, pipel
 
 def test_memory_limit_that_fits_one_case_at_a_time_converts_all(demo_data: Path, pipeline: Path,
                                                                 tmp_path: Path) -> None:
+    from volprep import io
+    from volprep.cases import discover
+    from volprep.config import ReadConfig
+
     out = tmp_path / "out"
-    # A case's estimate is ~360 KiB: 512 KiB admits one case at a time, on two workers.
-    proc = start_cli(demo_data, out, pipeline, "--workers", "2", "--memory-limit", "512KiB")
+    # 1.5x one case's estimate (image + mask headers) admits one case at a time, on two workers.
+    case = discover(demo_data).cases[0]
+    headers = [io.read_header(p, ReadConfig()) for p in (*case.images, case.mask)]
+    limit = int(1.5 * sum(io.estimate_working_bytes(h) for h in headers))
+    proc = start_cli(demo_data, out, pipeline, "--workers", "2", "--memory-limit", str(limit))
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert json.loads((out / "manifest.json").read_text())["dataset"]["num_cases"] == DEMO_CASES

@@ -30,14 +30,30 @@ from volprep.config import PreprocessConfig
 
 FOREGROUND_FRACTION = 0.05
 _EPS = 1e-8
+# Percentiles (a sort, ~15 ms on a 128x128x80 volume) are taken on every 2nd voxel along
+# each axis of volumes larger than this: 1/8 of the voxels, within a fraction of a percent
+# of the full figure on smooth MRI/CT data. Means and deviations always use every voxel.
+PERCENTILE_SUBSAMPLE_ABOVE = 1 << 20
+
+
+def _percentile_sample(channel: np.ndarray) -> np.ndarray:
+    if channel.size > PERCENTILE_SUBSAMPLE_ABOVE and channel.ndim == 3:
+        return channel[::2, ::2, ::2]
+    return channel
+
+
+def foreground_threshold(channel: np.ndarray) -> float:
+    """The intensity above which a voxel counts as foreground (see the module docstring)."""
+    values = np.asarray(channel)
+    lo = float(values.min())
+    hi = float(np.percentile(_percentile_sample(values), 99.0))
+    return lo + FOREGROUND_FRACTION * (hi - lo)
 
 
 def foreground_mask(channel: np.ndarray) -> np.ndarray:
     """Boolean foreground of one channel by the module's rule (see the module docstring)."""
     values = np.asarray(channel)
-    lo = float(values.min())
-    hi = float(np.percentile(values, 99.0))
-    return values > lo + FOREGROUND_FRACTION * (hi - lo)
+    return values > foreground_threshold(values)
 
 
 def channel_stats(image: np.ndarray, p_low: float, p_high: float) -> list[dict[str, Any]]:
@@ -55,10 +71,12 @@ def channel_stats(image: np.ndarray, p_low: float, p_high: float) -> list[dict[s
     stats = []
     for c in range(image.shape[-1]):
         channel = np.asarray(image[..., c], dtype=np.float32)
-        fg = foreground_mask(channel)
-        fg_values = channel[fg]
+        threshold = foreground_threshold(channel)
+        fg_values = channel[channel > threshold]
         ref = fg_values if fg_values.size else channel.ravel()
-        lo, hi = np.percentile(ref, [p_low, p_high])
+        sample = _percentile_sample(channel)
+        sample_fg = sample[sample > threshold]
+        lo, hi = np.percentile(sample_fg if sample_fg.size else ref, [p_low, p_high])
         stats.append({
             "n": int(channel.size),
             "mean": float(channel.mean(dtype=np.float64)),
