@@ -163,6 +163,8 @@ def fit_to_shape(image: np.ndarray, mask: np.ndarray | None,
     """
     from volprep.preprocess import crop
 
+    if tuple(image.shape[:3]) == tuple(target):
+        return image, mask  # nothing to crop or pad: no copy
     plan = crop.centre_crop_pad_plan(image.shape, target)
     fill = image.reshape(-1, image.shape[3]).min(axis=0) if image.size else 0.0
     out = crop.centre_crop_pad(image, plan, fill)

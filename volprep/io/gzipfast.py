@@ -16,6 +16,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from isal import isal_zlib
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -37,7 +38,7 @@ class StreamError(ValueError):
 class Inflated:
     """A decompressed payload: ``data`` holds exactly the bytes asked for (writable)."""
 
-    data: bytearray
+    data: bytearray | np.ndarray  # writable, 1-D bytes (np.frombuffer works on both)
     trailing: bool  # the stream holds more data than was asked for (not inflated)
 
 
@@ -103,8 +104,8 @@ def inflate_exact(path: Path, size: int, wbits: int = GZIP_WBITS, offset: int = 
         StreamError: the stream ends before ``size`` bytes, has no end marker, or is corrupt.
         OSError: the file cannot be read.
     """
-    buf = bytearray(size)
-    view = memoryview(buf)
+    buf = np.empty(size, np.uint8)  # not bytearray(size): no zero-fill of a buffer about to be overwritten
+    view = buf.data  # a writable memoryview of the array
     pos = 0
     dec = _decompressor(wbits)
     pending = b""  # compressed input not yet handed to the decompressor
