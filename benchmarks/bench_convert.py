@@ -8,8 +8,8 @@ reduced 2x to float16 128x128x80. Rows, all in ms per volume:
   records = cases). Start-up (Python, imports, process pool, manifest) is kept apart:
   the median over repeats of ``(T(2N) - T(N)) / N`` (each pair run back to back), T
   from the job's own stage times (the process
-  wall time gives ``wall_per_volume_ms``). N >= 16 so the runner's fixed fidelity sample
-  (`[job] fidelity_sample`, 8 cases by default) is in both runs and cancels; it counts as start-up.
+  wall time gives ``wall_per_volume_ms``). The pipeline sets ``fidelity_sample = 0``
+  (see ``common.config_file``): the fidelity measurement is not conversion.
 * ``read limit (isal)``: only decompressing each input (file read + isal gzip inflate),
   one process, the fastest isal entry point.
 * ``tutorial converter``: one process, nibabel ``get_fdata``, ``scipy.ndimage.zoom``
