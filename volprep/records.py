@@ -46,20 +46,33 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint((number << 3) | 2) + _varint(len(payload)) + payload
 
 
-def _feature(value: FeatureValue) -> bytes:
+# A message under construction: its chunks (joined once at the end) and their total
+# length. Nesting only prepends small headers, so a multi-MB volume is copied once.
+_Parts = tuple[list[bytes], int]
+
+
+def _wrap(number: int, parts: _Parts) -> _Parts:
+    chunks, length = parts
+    head = _varint((number << 3) | 2) + _varint(length)
+    return [head, *chunks], len(head) + length
+
+
+def _feature(value: FeatureValue) -> _Parts:
     """One ``Feature`` message from a Python value (bytes/str -> bytes_list, ints, floats)."""
     if isinstance(value, str):
         value = value.encode("utf-8")
     if isinstance(value, bytes | bytearray | memoryview):
-        return _field(1, _field(1, bytes(value)))
+        raw = bytes(value) if not isinstance(value, bytes) else value
+        return _wrap(1, _wrap(1, ([raw], len(raw))))
     array = np.asarray(value)
     if array.dtype.kind in "iub":
         packed = b"".join(_varint(int(v)) for v in array.reshape(-1))
-        return _field(3, _field(1, packed) if packed else b"")
-    if array.dtype.kind == "f":
+    elif array.dtype.kind == "f":
         packed = array.astype("<f4").reshape(-1).tobytes()
-        return _field(2, _field(1, packed) if packed else b"")
-    raise TypeError(f"cannot encode a feature of dtype {array.dtype}")
+    else:
+        raise TypeError(f"cannot encode a feature of dtype {array.dtype}")
+    inner = _wrap(1, ([packed], len(packed))) if packed else ([], 0)
+    return _wrap(3 if array.dtype.kind in "iub" else 2, inner)
 
 
 def encode_example(features: Mapping[str, FeatureValue]) -> bytes:
@@ -69,11 +82,16 @@ def encode_example(features: Mapping[str, FeatureValue]) -> bytes:
         features: name -> bytes/str (a ``bytes_list`` of one element), int or int array
             (``int64_list``), float or float array (``float_list``).
     """
-    entries = b"".join(
-        _field(1, _field(1, name.encode("utf-8")) + _field(2, _feature(features[name])))
-        for name in sorted(features)
-    )
-    return _field(1, entries)
+    chunks: list[bytes] = []
+    length = 0
+    for name in sorted(features):
+        key = _field(1, name.encode("utf-8"))
+        value_chunks, value_len = _wrap(2, _feature(features[name]))
+        entry_chunks, entry_len = _wrap(1, ([key, *value_chunks], len(key) + value_len))
+        chunks.extend(entry_chunks)
+        length += entry_len
+    out_chunks, _ = _wrap(1, (chunks, length))
+    return b"".join(out_chunks)
 
 
 def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
