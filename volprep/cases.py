@@ -205,13 +205,18 @@ def _list_volumes(folder: Path) -> tuple[list[str], list[tuple[str, str, str]]]:
 # ---------------------------------------------------------------- files: JSON and tables
 
 
-def _load_json(path: Path) -> dict[str, Any]:
+def _read_text(path: Path) -> str:
+    """A UTF-8 text file (a BOM tolerated), or a DatasetError naming the file."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise DatasetError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except OSError as err:
         raise DatasetError(f"{path}: cannot read: {err.strerror or err}") from None
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    text = _read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -228,12 +233,7 @@ def _read_table(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]
     (trailing empty fields excepted), since a stray delimiter silently shifts columns.
     """
     delimiter = TABLE_SUFFIXES.get(path.suffix.lower(), ",")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DatasetError(f"{path}: not UTF-8 text (byte {err.start})") from None
-    except OSError as err:
-        raise DatasetError(f"{path}: cannot read: {err.strerror or err}") from None
+    text = _read_text(path)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     header: list[str] | None = None
     rows: list[tuple[int, dict[str, str]]] = []
