@@ -18,6 +18,7 @@ REDUCTIONS = {
     "resample": "reduce = 'resample'\nspacing = [3.0, 3.0, 4.0]\ninterpolation = 'cubic'\n",
     "wavelet-approx": "reduce = 'wavelet'\nwavelet = 'haar'\nlevel = 1\nmode = 'approx'\n",
     "wavelet-compress": "reduce = 'wavelet'\nwavelet = 'db2'\nlevel = 2\nmode = 'compress'\nkeep = 0.1\n",
+    "wavelet-compress-int8": "reduce = 'wavelet'\nwavelet = 'db2'\nlevel = 2\nmode = 'compress'\nkeep = 0.1\nwavelet_values = 'int8'\n",
 }
 
 
@@ -55,12 +56,13 @@ def test_reduction_through_shards_and_loader(name: str, data: Path, tmp_path: Pa
     assert images.shape[1:] == shape and images.dtype == tf.float32
     assert np.isfinite(images.numpy()).all()
     assert set(np.unique(masks.numpy())) <= {0, 1, 2, 3}
-    if name == "wavelet-compress":
+    if name.startswith("wavelet-compress"):
         from volprep.preprocess import wavelet
         from volprep.records import decode_example, iter_records
 
         feat = m["features"]["image"]
         assert feat["encoding"] == "wavelet-compress" and feat["layout"]["keep"] == 0.1
+        assert feat["layout"]["value_dtype"] == ("int8" if name.endswith("int8") else "int16")
         shard = out / m["splits"]["val"]["shards"][0]["file"]
         first = decode_example(next(iter_records(shard)))
         reference = wavelet.decode(first["image"][0], feat["layout"])

@@ -135,6 +135,7 @@ class PreprocessConfig:
     level: int = 2
     mode: str = "approx"
     keep: float = 0.05
+    wavelet_values: str = "int16"
     target_shape: tuple[int, int, int] | None = None
     crop_foreground: bool = False
     normalize: str = "zscore"
@@ -168,6 +169,7 @@ class PreprocessConfig:
             raise ConfigError(None, "preprocess.level", f"expected an integer 1..5, got {self.level!r}")
         if not isinstance(self.keep, int | float) or not 0 < self.keep <= 1:
             raise ConfigError(None, "preprocess.keep", f"expected a fraction in (0, 1], got {self.keep!r}")
+        _choice(self.wavelet_values, "preprocess.wavelet_values", ("int16", "int8"))
         if self.target_shape is not None:
             object.__setattr__(self, "target_shape", _triple(self.target_shape, "preprocess.target_shape"))
         _choice(self.normalize, "preprocess.normalize", NORMALIZERS)

@@ -334,7 +334,8 @@ class _Job:
 
             encoding = "wavelet-compress"
             layout = wavelet.layout((*target_shape, channels), cfg.preprocess.wavelet,
-                                    cfg.preprocess.level, cfg.preprocess.keep)
+                                    cfg.preprocess.level, cfg.preprocess.keep,
+                                    values=cfg.preprocess.wavelet_values)
         spec = RecordSpec(
             cache_dir=str(self.cache_dir), target_shape=tuple(target_shape), channels=channels,  # type: ignore[arg-type]
             image_dtype=cfg.preprocess.dtype, image_encoding=encoding, label_kind=label_kind,

@@ -179,7 +179,8 @@ def encode_image(image: np.ndarray, spec: RecordSpec) -> bytes:
     from volprep.preprocess import wavelet
 
     layout = spec.wavelet_layout or {}
-    return wavelet.encode(np.ascontiguousarray(image, np.float32), layout["wavelet"], int(layout["level"]), float(layout["keep"]))
+    return wavelet.encode(np.ascontiguousarray(image, np.float32), layout["wavelet"], int(layout["level"]),
+                          float(layout["keep"]), values=layout["value_dtype"])
 
 
 def _stats_list(stats: tuple[dict[str, float], ...] | None) -> list[dict[str, float]] | None:

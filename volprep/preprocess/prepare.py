@@ -238,8 +238,9 @@ def prepare_case(
         out_affine = crop.shift_affine(out_affine, offset)
 
     if fidelity_figures and cfg.reduce == "wavelet" and cfg.mode == "compress":
-        spec = wavelet.layout(out.shape, cfg.wavelet, cfg.level, cfg.keep)  # type: ignore[arg-type]
-        decoded = wavelet.decode(wavelet.encode(out, cfg.wavelet, cfg.level, cfg.keep), spec)
+        spec = wavelet.layout(out.shape, cfg.wavelet, cfg.level, cfg.keep, values=cfg.wavelet_values)  # type: ignore[arg-type]
+        encoded = wavelet.encode(out, cfg.wavelet, cfg.level, cfg.keep, values=cfg.wavelet_values)
+        decoded = wavelet.decode(encoded, spec)
         fid = {
             "psnr": fidelity.psnr(out, decoded),
             "ssim": fidelity.central_ssim(out, decoded),
