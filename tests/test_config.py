@@ -48,6 +48,13 @@ def test_bad_config_names_file_and_key(tmp_path: Path, toml: str, key: str, phra
     assert phrase in message
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "pipelines").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_pipeline_loads(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.source == str(path)
+    cfg.augmentation()
+
+
 def test_parse_size() -> None:
     assert parse_size("4GiB") == 4 * 1024**3
     assert parse_size("512MB") == 512 * 10**6

@@ -63,14 +63,19 @@ class CaseCache:
     def _group_path(self, case_id: str) -> Path:
         return self.cases / case_id
 
-    def lookup(self, case_id: str, fingerprint: str) -> dict[str, Any] | None:
-        """The cached case's metadata if it is complete and made from ``fingerprint``."""
+    def lookup(self, case_id: str, fingerprint: str | None) -> dict[str, Any] | None:
+        """The cached case's metadata if it is complete and made from ``fingerprint``.
+
+        ``fingerprint=None`` accepts any complete entry (readers such as the report).
+        """
         meta_file = self._group_path(case_id) / "zarr.json"
         try:
             attrs = json.loads(meta_file.read_text())["attributes"]
         except (OSError, ValueError, KeyError):
             return None
-        if attrs.get("complete") is not True or attrs.get("fingerprint") != fingerprint:
+        if attrs.get("complete") is not True:
+            return None
+        if fingerprint is not None and attrs.get("fingerprint") != fingerprint:
             return None
         meta: dict[str, Any] = attrs["meta"]
         return meta

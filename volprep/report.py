@@ -84,6 +84,7 @@ class Sample:
     augment: str
     slices: Slices | None
     problem: str = ""
+    spacing: tuple[float, float, float] | None = None  # mm of the record grid (from the cache)
 
 
 # ----------------------------------------------------------------------------- choosing
@@ -256,6 +257,18 @@ class ReadBack:
     samples: dict[tuple[str, int], Sample]
     voxels: dict[tuple[str, bool], list[np.ndarray]]  # (split, augmented) -> [C, n] arrays
     records_read: int
+    spacing: dict[str, tuple[float, float, float]] = dataclasses.field(default_factory=dict)
+
+
+def _record_spacing(out_dir: Path, case_id: str) -> tuple[float, float, float] | None:
+    """The voxel spacing of a case's records, from its cache entry (None without one)."""
+    from volprep.cache import CaseCache
+
+    meta = CaseCache(out_dir / "cache.zarr").lookup(case_id, None)
+    spacing = (meta or {}).get("spacing")
+    if not spacing or len(spacing) != 3:
+        return None
+    return (float(spacing[0]), float(spacing[1]), float(spacing[2]))
 
 
 def _iter_split(out_dir: Path, info: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
@@ -296,6 +309,10 @@ def read_samples(out_dir: Path, manifest: Mapping[str, Any], rows: Sequence[Mont
         for k in row.copies:
             wanted[(row.case_id, k)] = row
     out = ReadBack({}, {}, 0)
+    for case_id in {row.case_id for row in rows}:
+        found = _record_spacing(out_dir, case_id)
+        if found is not None:
+            out.spacing[case_id] = found
     fallback: dict[str | None, int] = {}
     for split, info in manifest.get("splits", {}).items():
         todo = {key for key, row in wanted.items() if row.split == split}
@@ -315,6 +332,9 @@ def read_samples(out_dir: Path, manifest: Mapping[str, Any], rows: Sequence[Mont
                 if fallback.get(cls, 0) < fallback_per_class:
                     fallback[cls] = fallback.get(cls, 0) + 1
                     pick = MontageRow(case_id, split, cls, ())
+                    found = _record_spacing(out_dir, case_id)
+                    if found is not None:
+                        out.spacing[case_id] = found
             if pick is not None or take_hist:
                 _collect(example, key, split, pick, take_hist, features, mask_name, out)
                 todo.discard(key)
@@ -352,7 +372,8 @@ def _collect(example: Mapping[str, Any], key: tuple[str, int], split: str, row: 
         out.voxels.setdefault((split, copy > 0), []).append(_voxel_sample(image))
     if row is not None:
         augment = example["augment"][0].decode("utf-8") if example.get("augment") else ""
-        out.samples[key] = Sample(case_id, copy, split, row.class_name, augment, take_slices(image, mask))
+        out.samples[key] = Sample(case_id, copy, split, row.class_name, augment, take_slices(image, mask),
+                                  spacing=out.spacing.get(case_id))
 
 
 def _class_name(example: Mapping[str, Any], names: Sequence[str]) -> str | None:
@@ -551,9 +572,10 @@ def plot_montage(rows: Sequence[MontageRow], samples: Mapping[tuple[str, int], S
                 sl = sample.slices
                 lo, hi = window or sl.window
                 image = ax.imshow(sl.views[view].T, origin="lower", cmap="gray", vmin=lo, vmax=hi,
-                                  interpolation="nearest")
+                                  interpolation="nearest", aspect=_aspect(sample.spacing, view))
                 if sl.masks is not None:
                     _overlay(ax, sl.masks[view].T, colors)
+                ax.set_aspect(_aspect(sample.spacing, view))  # after the overlay's imshow
                 ax.set_title(f"{who} · {view} {'kji'[v]}={sl.index[view]}", fontsize=7)
                 if v == 0 and copy:
                     caption = _augment_caption(sample.augment)
@@ -571,6 +593,14 @@ def plot_montage(rows: Sequence[MontageRow], samples: Mapping[tuple[str, int], S
                    ncols=min(6, len(handles)), fontsize=7, frameon=False)
     fig.text(left / width, 1 - 0.12 / height, title, fontsize=10, va="top")
     _save(fig, path)
+
+
+def _aspect(spacing: tuple[float, float, float] | None, view: str) -> float:
+    """Height/width of a voxel as drawn, so anisotropic grids keep their physical shape."""
+    if spacing is None or min(spacing) <= 0:
+        return 1.0
+    x, y = {"axial": (0, 1), "coronal": (0, 2), "sagittal": (1, 2)}[view]
+    return float(spacing[y] / spacing[x])
 
 
 def _overlay(ax: Any, mask: np.ndarray, colors: Mapping[int, tuple[float, float, float, float]]) -> None:
