@@ -306,3 +306,13 @@ def test_decode_image_reads_wavelet_records() -> None:
     assert np.corrcoef(out.ravel(), image.ravel())[0, 1] > 0.9  # the phantom survives compression
     with pytest.raises(ValueError, match="layout"):
         decode_image({"image": [data]}, {**feature, "layout": None})
+
+
+def test_montage_aspect_follows_voxel_spacing() -> None:
+    from volprep.report import _aspect
+
+    spacing = (1.0, 2.0, 4.0)  # i, j, k in mm
+    assert _aspect(spacing, "axial") == 2.0  # x = i, y = j
+    assert _aspect(spacing, "coronal") == 4.0  # x = i, y = k
+    assert _aspect(spacing, "sagittal") == 2.0  # x = j, y = k
+    assert _aspect(None, "axial") == 1.0
