@@ -74,7 +74,8 @@ def test_label_affine_within_tolerance(tmp_path: Path) -> None:
     nudged = AFFINE.copy()
     nudged[0, 3] += 1e-4
     path = write_nifti(tmp_path / "l.nii", labels(), nudged)
-    check_label(read_volume(path, CFG), image_header(tmp_path), CFG, None)
+    out = check_label(read_volume(path, CFG), image_header(tmp_path), CFG, None)
+    np.testing.assert_array_equal(out, labels())
 
 
 def test_float_non_integral_labels(tmp_path: Path) -> None:

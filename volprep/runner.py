@@ -20,6 +20,7 @@ import io as _io
 import logging
 import os
 import statistics
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -154,7 +155,7 @@ class _Job:
         if progress is not None:
             progress.write(line)
         else:
-            print(line, file=__import__("sys").stderr, flush=True)
+            print(line, file=sys.stderr, flush=True)
         if self.config.job.on_error == "fail":
             raise JobError(f"stopped at the first failure (on_error = 'fail'): {line}")
 
@@ -368,7 +369,6 @@ class _Job:
             count = shard_count(len(ordered), record_bytes_estimate(spec), shard_bytes)
             for i, (start, end) in enumerate(shard_bounds(len(ordered), count)):
                 tasks.append(ShardTask(str(self.out_dir), split, i, count, tuple(ordered[start:end]), spec))
-        out: dict[str, list[ShardInfo | None]] = {s: [] for s in self.config.job.splits}
         by_split: dict[str, list[ShardInfo | None]] = {
             s: [None] * sum(1 for t in tasks if t.split == s) for s in self.config.job.splits
         }
@@ -380,7 +380,6 @@ class _Job:
                     raise JobError(f"{task.file_name}: {info.reason}; the previous manifest is unchanged")
                 by_split[task.split][task.index] = info
                 progress.update(1)
-        del out
         return {s: [i for i in infos if i is not None] for s, infos in by_split.items()}
 
     # -- manifest ------------------------------------------------------------------------

@@ -67,34 +67,27 @@ def _endian(head: bytes, size: int) -> str:
     return "<" if struct.unpack("<i", head[:4])[0] == size else ">"
 
 
-def pair_image(path: Path) -> Path | None:
-    """The ``.img`` (or ``.img.gz``) next to a ``.hdr`` (or ``.hdr.gz``), if it exists."""
+def _companion(path: Path, own: tuple[str, str], other: tuple[str, str]) -> Path | None:
+    """The file next to ``path`` with one of the ``other`` extensions, matching its case."""
     name = path.name
-    lower = name.lower()
-    for hdr_ext in (".hdr.gz", ".hdr"):
-        if lower.endswith(hdr_ext):
-            stem = name[: -len(hdr_ext)]
-            upper = name[-len(hdr_ext):].isupper()
-            for ext in (".img", ".img.gz"):
-                candidate = path.with_name(stem + (ext.upper() if upper else ext))
+    for ext in own:
+        if name.lower().endswith(ext):
+            stem, upper = name[: -len(ext)], name[-len(ext):].isupper()
+            for candidate_ext in other:
+                candidate = path.with_name(stem + (candidate_ext.upper() if upper else candidate_ext))
                 if candidate.exists():
                     return candidate
     return None
+
+
+def pair_image(path: Path) -> Path | None:
+    """The ``.img`` (or ``.img.gz``) next to a ``.hdr`` (or ``.hdr.gz``), if it exists."""
+    return _companion(path, (".hdr.gz", ".hdr"), (".img", ".img.gz"))
 
 
 def pair_header(path: Path) -> Path | None:
     """The ``.hdr`` next to a ``.img`` (either possibly ``.gz``), if it exists."""
-    name = path.name
-    lower = name.lower()
-    for img_ext in (".img.gz", ".img"):
-        if lower.endswith(img_ext):
-            stem = name[: -len(img_ext)]
-            upper = name[-len(img_ext):].isupper()
-            for ext in (".hdr", ".hdr.gz"):
-                candidate = path.with_name(stem + (ext.upper() if upper else ext))
-                if candidate.exists():
-                    return candidate
-    return None
+    return _companion(path, (".img.gz", ".img"), (".hdr", ".hdr.gz"))
 
 
 def _is_gzip(path: Path) -> bool:
