@@ -9,7 +9,7 @@ OUT    ?= $(if $(DATA),shards/$(notdir $(patsubst %/,%,$(DATA))),shards/demo)
 WORKERS ?=
 ARGS   ?=
 
-.PHONY: install shards demo test test-fast lint bench train clean
+.PHONY: install shards demo test test-fast testdata lint bench train clean
 
 install: $(STAMP)
 
@@ -30,10 +30,14 @@ else
 	  status=$$?; [ $$status -eq 0 ] || [ $$status -eq 3 ] || exit $$status
 endif
 
-test: $(STAMP)
+# The real-anatomy test corpus (tests/realdata.py), cached in .testdata/.
+testdata: $(STAMP)
+	$(BIN)/python tests/realdata.py
+
+test: $(STAMP) testdata
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) testdata
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
