@@ -177,8 +177,8 @@ def error_by_rotation(shape: tuple[int, int, int], samples: int) -> dict[str, di
     for deg in (10, 20, 30, 45):
         three, tri = [], []
         for i in range(samples):
-            p = sample(Augment(rotate_deg=deg, shear=0.05), np.random.default_rng(i), shape)
-            matrix = np.array(p.matrix)
+            p = sample(Augment(rotate_deg=deg, shear=0.05), (i, "bench", 1), shape)
+            matrix = np.array(p.ops["affine"]["matrix"])
             b = np.linalg.inv(matrix)
             src = np.einsum("ij,jdhw->idhw", b, np.stack(grids) - centre[:, None, None, None]) + centre[:, None, None, None]
             truth = field(*src)
@@ -199,19 +199,20 @@ def bench_shape(shape: tuple[int, int, int], batch: int, runs: int) -> dict[str,
     rng = np.random.default_rng(0)
     vol = scipy.ndimage.gaussian_filter(rng.standard_normal(shape), 2).astype(np.float32)
     images = np.repeat(vol[None, ..., None], batch, axis=0)
-    params = [sample(SPATIAL, np.random.default_rng([1, i]), shape) for i in range(batch)]
+    params = [sample(SPATIAL, (1, "bench", i), shape) for i in range(batch)]
+    affines = [(np.array(p.ops["affine"]["matrix"]), np.array(p.ops["affine"]["translation"])) for p in params]
     p0 = params[0]
-    b = np.linalg.inv(np.array(p0.matrix))
+    b = np.linalg.inv(affines[0][0])
     centre = (np.array(shape) - 1) / 2
-    offset = centre - b @ (centre + np.array(p0.translation))
-    rows = np.stack([pull_passes(np.array(p.matrix), np.array(p.translation), shape) for p in params])
+    offset = centre - b @ (centre + affines[0][1])
+    rows = np.stack([pull_passes(m, t, shape) for m, t in affines])
     pull = []
-    for p in params:
-        bi = np.linalg.inv(np.array(p.matrix))
-        pull.append(np.concatenate([bi, (centre - bi @ (centre + np.array(p.translation)))[:, None]], 1))
+    for m, t in affines:
+        bi = np.linalg.inv(m)
+        pull.append(np.concatenate([bi, (centre - bi @ (centre + t))[:, None]], 1))
     x = tf.constant(images)
     rows_t, pull_t = tf.constant(rows, tf.float32), tf.constant(np.stack(pull), tf.float32)
-    shifted = Params(shape=shape, fourier_shift=(0.3, -1.2, 0.7))
+    shifted = Params(shape=shape, ops={"fourier_shift": {"shift": [0.3, -1.2, 0.7]}})
     fourier = tf.function(lambda x, s: tf_ops._fourier_shift(x, s))
     shift = tf.constant([[0.3, -1.2, 0.7]] * batch, tf.float32)
     per_volume: dict[str, Callable[[], Any]] = {

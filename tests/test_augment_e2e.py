@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow  # noqa: F401  (a dependency: missing must fail, not skip)
 
 from volprep.cli import main
 from volprep.records import decode_example, iter_records
-
-tf = pytest.importorskip("tensorflow")
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +58,8 @@ def test_replaying_augment_params_reproduces_record_bytes(balanced: Path) -> Non
     from volprep.augment.spec import Params
     from volprep.cache import CaseCache
     from volprep.config import config_from_dict
-    from volprep.preprocess import normalize
-    from volprep.shards import fit_to_shape
+    from volprep.geometry import Grid
+    from volprep.preprocess import normalize, window_case
 
     manifest = json.loads((balanced / "manifest.json").read_text())
     cfg = config_from_dict(manifest["config"])
@@ -69,7 +68,9 @@ def test_replaying_augment_params_reproduces_record_bytes(balanced: Path) -> Non
     assert copies
     for row in copies:
         cached = cache.load(row["case_id"][0].decode())
-        image, mask = fit_to_shape(cached.image, cached.mask, tuple(manifest["target_shape"]))
+        image, mask, _ = window_case(cached.image, cached.mask, Grid.from_dict(cached.meta["grid"]),
+                                     cached.meta["anchor"], tuple(manifest["target_shape"]),
+                                     [st["floor"] for st in cached.meta["stats"]])
         image = normalize(image, cached.meta["stats"], cfg.preprocess)
         image, mask = numpy_ops.apply(Params.from_json(row["augment"][0].decode()), image, mask)
         assert image.astype("<f2").tobytes() == row["image"][0]

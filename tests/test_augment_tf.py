@@ -7,12 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 import scipy.ndimage
+import tensorflow as tf
 
-from volprep.augment import numpy_ops
+from volprep.augment import numpy_ops, tf_ops
 from volprep.augment.spec import Augment, Params, sample
-
-tf = pytest.importorskip("tensorflow")
-tf_ops = pytest.importorskip("volprep.augment.tf_ops")
 
 SHAPE = (24, 20, 16)
 CUBE = (16, 16, 16)
@@ -42,8 +40,8 @@ def _batch(shape: tuple[int, int, int], n: int = 3) -> tuple[np.ndarray, np.ndar
 @pytest.mark.parametrize(("aug", "shape"), [(SPATIAL, SHAPE), (ALL, CUBE)])
 def test_tf_executor_matches_numpy(aug: Augment, shape: tuple[int, int, int]) -> None:
     images, masks = _batch(shape)
-    params = [sample(aug, np.random.default_rng([5, i]), shape) for i in range(len(images))]
-    assert any(p.has_affine for p in params)
+    params = [sample(aug, (5, "case", i), shape) for i in range(len(images))]
+    assert any("affine" in p.ops for p in params)
     out, lab = tf_ops.apply_params_batch(tf.constant(images), tf.constant(masks), params)
     assert out.dtype == tf.float32 and lab.dtype == tf.uint8
     inner = (slice(2, -2),) * 3
@@ -56,7 +54,7 @@ def test_tf_executor_matches_numpy(aug: Augment, shape: tuple[int, int, int]) ->
 
 def test_tf_flips_and_quarter_turns_are_exact() -> None:
     images, masks = _batch(CUBE, 4)
-    params = [Params(shape=CUBE, flips=f, rot90_k=k, rot90_axes=(1, 2) if k else None)
+    params = [Params(shape=CUBE, ops={"flip": {"axes": f}, "rot90": {"k": k, "axes": (1, 2)}})
               for f, k in [((), 1), ((0,), 2), ((1, 2), 3), ((0, 2), 0)]]
     out, lab = tf_ops.apply_params_batch(tf.constant(images), tf.constant(masks), params)
     for b, p in enumerate(params):
@@ -66,10 +64,10 @@ def test_tf_flips_and_quarter_turns_are_exact() -> None:
 
 def test_tf_integer_fourier_shift_equals_roll() -> None:
     images, masks = _batch(SHAPE, 2)
-    params = [Params(shape=SHAPE, fourier_shift=(2.0, -3.0, 1.0)), Params(shape=SHAPE, fourier_shift=(0.0, 4.0, -5.0))]
+    params = [Params(shape=SHAPE, ops={"fourier_shift": {"shift": s}}) for s in ((2.0, -3.0, 1.0), (0.0, 4.0, -5.0))]
     out, lab = tf_ops.apply_params_batch(tf.constant(images), tf.constant(masks), params)
     for b, p in enumerate(params):
-        steps = tuple(int(s) for s in p.fourier_shift)
+        steps = tuple(int(s) for s in p.ops["fourier_shift"]["shift"])
         expect = np.roll(images[b], steps, axis=(0, 1, 2))
         assert np.abs(out.numpy()[b] - expect).max() < 1e-4 * np.ptp(images[b])
         assert np.array_equal(lab.numpy()[b], np.roll(masks[b], steps, axis=(0, 1, 2)))
@@ -100,21 +98,44 @@ def test_tf_sampling_matches_the_numpy_distribution() -> None:
     """Same bounds, same gating; the means of many draws agree with numpy's."""
     aug = dataclasses.replace(ALL, p=0.5, noise_std=0.2)
     draws = tf_ops.sample_batch(aug, tf.constant([0, 1]), 4000, CUBE)
-    ref = [sample(aug, np.random.default_rng(i), CUBE) for i in range(4000)]
-    applied = ~np.all(np.isclose(draws["matrix"].numpy(), np.eye(3)), axis=(1, 2))
+    assert set(draws) == {"flip", "rot90", "affine", "fourier_shift", "intensity", "gamma", "noise"}
+    ref = [sample(aug, (0, "case", i), CUBE).ops for i in range(4000)]
+    applied = ~np.all(np.isclose(draws["affine"]["matrix"].numpy(), np.eye(3)), axis=(1, 2))
     assert abs(applied.mean() - 0.5) < 0.05
-    assert abs(np.mean([p.has_affine for p in ref]) - 0.5) < 0.05
-    for key in ("intensity_scale", "intensity_shift", "gamma", "noise_std"):
-        got = draws[key].numpy()
-        want = np.array([getattr(p, key) for p in ref])
+    assert abs(np.mean(["affine" in p for p in ref]) - 0.5) < 0.05
+    for op, key, identity in (("intensity", "scale", 1.0), ("intensity", "shift", 0.0), ("gamma", "gamma", 1.0),
+                              ("noise", "std", 0.0)):
+        got = draws[op][key].numpy()
+        want = np.array([p[op][key] if op in p else identity for p in ref])
         assert got.min() >= want.min() - 0.02 and got.max() <= want.max() + 0.02, key
         assert abs(got.mean() - want.mean()) < 0.05 * (want.max() - want.min()), key
-    dets = np.linalg.det(draws["matrix"].numpy()[applied])
-    want = np.linalg.det(np.array([p.matrix for p in ref if p.has_affine]))
+    dets = np.linalg.det(draws["affine"]["matrix"].numpy()[applied])
+    want = np.linalg.det(np.array([p["affine"]["matrix"] for p in ref if "affine" in p]))
     assert abs(dets.mean() - want.mean()) < 0.02
-    k = draws["rot90_k"].numpy()
+    k = draws["rot90"]["k"].numpy()
     assert set(np.unique(k)) == {0, 1, 2, 3}
-    assert np.abs(draws["fourier_shift"].numpy()).max() <= 1.5
+    assert abs(np.mean([p.get("rot90", {"k": 0})["k"] for p in ref]) - k.mean()) < 0.1
+    flips = draws["flip"]["flip"].numpy()
+    assert abs(flips[:, 0].mean() - 0.5) < 0.05 and abs(np.mean([0 in p.get("flip", {"axes": ()})["axes"] for p in ref]) - 0.5) < 0.05
+    assert np.abs(draws["fourier_shift"]["shift"].numpy()).max() <= 1.5
+
+
+def test_each_op_has_its_own_tf_stream() -> None:
+    """An op's TF draws depend on the step seed and its name only, not on the other ops."""
+    seed = tf.constant([4, 9], tf.int64)
+    together = tf_ops.sample_batch(ALL, seed, 5, CUBE)
+    for name, drawn in together.items():
+        op = next(op for op in ALL.OPS if name == op.NAME)
+        alone = Augment(**{k.name: getattr(ALL, k.name) for k in op.KEYS})
+        again = tf_ops.sample_batch(alone, seed, 5, CUBE)
+        assert set(again) == {name}
+        for key, value in drawn.items():
+            if isinstance(value, tf.Tensor):
+                np.testing.assert_array_equal(again[name][key].numpy(), value.numpy(), err_msg=f"{name}.{key}")
+    other = tf_ops.sample_batch(ALL, tf.constant([4, 10], tf.int64), 5, CUBE)
+    assert not np.array_equal(other["affine"]["matrix"].numpy(), together["affine"]["matrix"].numpy())
+    a, b = (tf_ops.op_seed(seed, n).numpy() for n in ("gamma", "noise"))
+    assert not np.array_equal(a, b)
 
 
 def test_augment_batch_runs_inside_tf_data() -> None:

@@ -15,7 +15,6 @@ from types import ModuleType
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-pytest.importorskip("tensorflow")
 
 
 @pytest.fixture(scope="module")

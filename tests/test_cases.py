@@ -191,12 +191,15 @@ def test_tsv_with_class_names(tmp_path: Path) -> None:
 
 
 def test_integer_class_ids_are_used_directly(tmp_path: Path) -> None:
-    for name in ("a", "b", "c"):
+    # ids must be 0..N-1 (here 0, 1, 2); a case without a label is refused, not given None
+    # (see tests/test_cases_labels.py for ids out of range and for unlabelled = "skip")
+    for name in ("a", "b", "c", "d"):
         write_nifti(tmp_path / f"{name}.nii.gz")
-    table = write_text(tmp_path / "cases.csv", "image,label\na.nii.gz,3\nb.nii.gz,0\nc.nii.gz,\n")
+    table = write_text(tmp_path / "cases.csv", "image,label\na.nii.gz,2\nb.nii.gz,0\nc.nii.gz,1\nd.nii.gz,\n")
     ds = discover(table)
-    assert ds.class_names == ("0", "1", "2", "3")
-    assert [c.label for c in ds.cases] == [3, 0, None]
+    assert ds.class_names == ("0", "1", "2")
+    assert [c.label for c in ds.cases] == [2, 0, 1]
+    assert [(c, why.split(" (")[0]) for c, _, why in ds.problems] == [("d", "no class label in cases.csv line 5")]
 
 
 @pytest.mark.parametrize(("labels", "bad_line"), [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -10,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from volprep.cli import main
-from volprep.config import config_from_dict, load_config
+from volprep.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-tf = pytest.importorskip("tensorflow")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,8 @@ def test_job_succeeds_and_writes_the_contract(job: dict) -> None:
     for split, info in m["splits"].items():
         assert info["num_records"] == sum(s["num_records"] for s in info["shards"]) > 0
         for i, shard in enumerate(info["shards"]):
-            assert shard["file"] == f"{split}-{i:05d}-of-{len(info['shards']):05d}.tfrecord"
+            # <split>-<tag>-<index>-of-<count>.tfrecord, the tag 8 hex digits of the split's content
+            assert re.fullmatch(rf"{split}-[0-9a-f]{{8}}-{i:05d}-of-{len(info['shards']):05d}\.tfrecord", shard["file"])
             assert (out / shard["file"]).stat().st_size == shard["num_bytes"]
     assert (out / "plan.json").is_file() and (out / "cache.zarr").is_dir()
     image = m["features"]["image"]
@@ -94,35 +96,55 @@ def test_counts_after_equal_what_train_shards_hold(job: dict) -> None:
 
 
 def test_loader_yields_what_preprocessing_produced(job: dict) -> None:
-    """Value by value: the loader's batches equal an independent read+preprocess of each case."""
+    """Value by value: the loader's batches equal an independent oracle (tests/oracle.py:
+    nibabel + scipy + numpy, no volprep) of each case, read from the demo's NIfTI files.
+
+    The oracle reorients with ``nib.as_closest_canonical``, block-means by the job's factor
+    (block majority for the mask), cuts the window where the record's ``affine`` says,
+    z-scores over the foreground and rounds to float16. Images agree to one float16 step
+    (volprep computes in float32, the oracle in float64), masks exactly; the window sits
+    where the documented placement rule (centred on the scan's centre, rounded towards
+    zero) puts it.
+    """
+    import oracle
+
     import volprep
-    from volprep import io
-    from volprep.cases import discover
-    from volprep.preprocess import normalize, prepare_case
-    from volprep.shards import fit_to_shape
 
     m = job["manifest"]
-    cfg = config_from_dict(m["config"])
-    target = tuple(m["target_shape"])
-    cases = {c.case_id: c for c in discover(job["data"]).cases}
-    ds = volprep.load(job["out"], split="val", batch_size=2, shuffle=False, deterministic=True,
-                      target="mask")
-    assert ds.cardinality().numpy() == -(-m["splits"]["val"]["num_records"] // 2)
-    images, masks = zip(*[(x.numpy(), y.numpy()) for x, y in ds], strict=True)
-    images, masks = np.concatenate(images), np.concatenate(masks)
-    rows = _records(job["out"], m, "val")
-    assert images.shape == (len(rows), *m["features"]["image"]["shape"])
-    assert images.dtype == np.float32
-    for image, mask, row in zip(images, masks, rows, strict=True):
-        case = cases[row["case_id"].decode()]
-        vol = io.read_case_images(list(case.images), cfg.read)
-        label = io.read_volume(case.mask, cfg.read)
-        label = io.check_label(label, vol.header, cfg.read, None)
-        prepared = prepare_case(vol.data, vol.header.affine, label, cfg.preprocess, None)
-        fitted, fitted_mask = fit_to_shape(prepared.image, prepared.mask, target)
-        expect = normalize(fitted, prepared.meta["stats"], cfg.preprocess)
-        np.testing.assert_array_equal(image, expect.astype(np.float16).astype(np.float32))
-        np.testing.assert_array_equal(mask, fitted_mask)
+    pre = m["config"]["preprocess"]
+    factors = pre["factor"] if isinstance(pre["factor"], list) else [pre["factor"]] * 3
+    assert pre["reduce"] == "downsample" and len(set(factors)) == 1 and pre["normalize"] == "zscore"
+    settings = oracle.Settings("downsample", factor=factors[0], zscore_over=pre["zscore_over"],
+                               dtype=m["features"]["image"]["dtype"])
+    target = m["target_shape"]
+    cases = oracle.msd_cases(job["data"])
+    checked = 0
+    for split in ("val", "train"):
+        # One shard a split: the loader (shuffle=False, deterministic) yields file order.
+        assert len(m["splits"][split]["shards"]) == 1
+        ds = volprep.load(job["out"], split=split, batch_size=2, shuffle=False, deterministic=True,
+                          target="mask")
+        assert ds.cardinality().numpy() == -(-m["splits"][split]["num_records"] // 2)
+        images, masks = zip(*[(x.numpy(), y.numpy()) for x, y in ds], strict=True)
+        images, masks = np.concatenate(images), np.concatenate(masks)
+        rows = _records(job["out"], m, split)
+        assert images.shape == (len(rows), *m["features"]["image"]["shape"])
+        assert images.dtype == np.float32
+        for image, mask, row in zip(images, masks, rows, strict=True):
+            np.testing.assert_array_equal(image, row["image"].astype(np.float32))  # the pairing
+            if row["copy"] != 0:
+                continue  # augmented copies: tests/test_augment_e2e.py
+            case_id = row["case_id"].decode()
+            paths, label = cases[case_id]
+            expected = oracle.expected_record(paths, label, settings, row["affine"], target)
+            reduced, scan = expected.reduced, expected.scan
+            np.testing.assert_allclose(row["affine"][:3, :3], reduced.affine[:3, :3], rtol=0, atol=1e-9)
+            assert expected.start == oracle.centred_start(reduced.affine, scan.centre(), target), case_id
+            bad = oracle.beyond_float16(image, expected.image)
+            assert not bad.any(), f"{case_id}: {int(bad.sum())} voxels off the oracle by more than a float16 step"
+            np.testing.assert_array_equal(mask, expected.mask, err_msg=case_id)
+            checked += 1
+    assert checked == sum(info["num_originals"] for info in m["splits"].values())
 
 
 def test_verify_passes_then_names_a_flipped_shard(job: dict, tmp_path: Path, capsys) -> None:

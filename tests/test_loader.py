@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from volprep.config import config_from_dict
 from volprep.errors import UsageError
 from volprep.loader import host_plan
-
-tf = pytest.importorskip("tensorflow")
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +28,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "preprocess": {"factor": 2, "target_shape": [16, 16, 10], "dtype": "float16"},
         "balance": {"enabled": False},
     })
-    result = run_job(data, base / "out", config, workers=1, quiet=True, report=False)
+    result = run_job(data, base / "out", config, workers=1, quiet=True)
     assert result.exit_code == 0
     return base / "out"
 

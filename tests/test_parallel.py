@@ -126,7 +126,7 @@ def test_workers_1_2_and_dask_write_identical_bytes(demo_data: Path, pipeline: P
     got = {}
     for name, backend in runs.items():
         out = tmp_path / name
-        result = run_job(demo_data, out, config, quiet=True, report=False, **backend)  # type: ignore[arg-type]
+        result = run_job(demo_data, out, config, quiet=True, **backend)  # type: ignore[arg-type]
         assert result.exit_code == 0
         assert result.cases_converted == DEMO_CASES and result.cases_reused == 0
         text = (out / "manifest.json").read_text()
@@ -159,7 +159,7 @@ def test_dask_worker_killed_mid_case_fails_that_case_only(demo_data: Path, pipel
     thread.start()
     try:
         result = run_job(demo_data, tmp_path / "out", load_config(pipeline), scheduler=address,
-                         quiet=True, report=False)
+                         quiet=True)
     finally:
         done.set()
         thread.join(timeout=10)

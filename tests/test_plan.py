@@ -43,7 +43,8 @@ def job(seed: int = 0, **splits: float) -> JobConfig:
     return JobConfig(seed=seed, splits=splits or {"train": 0.8, "val": 0.2})
 
 
-def sampler(rng: np.random.Generator, case_id: str) -> dict[str, object]:
+def sampler(job_seed: int, case_id: str, copy: int) -> dict[str, object]:
+    rng = copy_rng(job_seed, case_id, copy)
     return {"angle": rng.uniform(-10, 10), "flip": bool(rng.integers(2)), "shift": rng.integers(-3, 4, 3)}
 
 
@@ -288,7 +289,7 @@ def test_copy_seeds_differ_and_are_stable() -> None:
     assert [r["copy"] for r in copies] == list(range(1, len(copies) + 1))
     assert copies[0]["seed"] == [9, case_id, 1]
     # the params are what the seed triple replays
-    replay = sampler(copy_rng(9, case_id, 1), case_id)
+    replay = sampler(9, case_id, 1)
     assert copies[0]["params"]["angle"] == replay["angle"]
     other_seed = make_plan(entries, None, job(10), balance, augment_sampler=sampler)
     assert other_seed.to_dict()["copies"] != plan.to_dict()["copies"]

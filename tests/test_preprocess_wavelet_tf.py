@@ -7,11 +7,10 @@ import warnings
 import numpy as np
 import pytest
 import pywt
+import tensorflow as tf
 
-tf = pytest.importorskip("tensorflow")
-
-from volprep.preprocess import wavelet  # noqa: E402
-from volprep.preprocess.wavelet_tf import decode_batch, waverec3  # noqa: E402
+from volprep.preprocess import wavelet
+from volprep.preprocess.wavelet_tf import decode_batch, waverec3
 
 
 def _coeffs(volume: np.ndarray, name: str, level: int) -> list:

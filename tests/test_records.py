@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from volprep.errors import DataError
 from volprep.records import (
@@ -13,8 +14,6 @@ from volprep.records import (
     iter_records,
     write_records,
 )
-
-tf = pytest.importorskip("tensorflow")
 
 
 def _features() -> dict:

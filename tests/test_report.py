@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,18 +17,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import pywt
 
+from volprep.manifest import FORMAT_VERSION
 from volprep.records import encode_example, frame_record
-from volprep.report import (
-    FIGURES,
-    MontageRow,
-    choose_montage,
-    decode_image,
-    plot_montage,
-    read_samples,
-    take_slices,
-    write_report,
-)
+from volprep.report import FIGURES, decode_image, read_samples, write_report
+from volprep.report_montage import plot_montage
+from volprep.report_select import MontageRow, choose_montage, take_slices
 
 SHAPE = (16, 20, 24)
 CLASSES = ["healthy", "small", "large"]
@@ -99,7 +95,7 @@ def make_folder(root: Path, *, channels: int = 2, with_plan: bool = True,
     fail = [{"case": f"bad{i}", "path": f"/data/imagesTr/bad{i}.nii.gz",
              "error": "header claims 9.1 GiB, more than read.max_bytes 4.0 GiB"} for i in range(failures)]
     manifest = {
-        "format_version": 1, "volprep_version": "0.1.0",
+        "format_version": FORMAT_VERSION, "volprep_version": "0.1.0",
         "dataset": {"name": "Task99_Phantom", "layout": "msd", "num_cases": 9 + failures,
                     "label_names": {"0": "background", "1": "organ", "2": "lesion"}},
         "features": {
@@ -111,7 +107,7 @@ def make_folder(root: Path, *, channels: int = 2, with_plan: bool = True,
             "augment": {"dtype": "string", "shape": [], "encoding": "bytes"},
         },
         "splits": splits,
-        "classes": {"names": CLASSES, "counts_before": {"healthy": 3, "small": 2, "large": 1},
+        "classes": {"names": CLASSES, "ids": [0, 1, 2], "counts_before": {"healthy": 3, "small": 2, "large": 1},
                     "counts_after": {"healthy": 3, "small": 4, "large": 3},
                     "per_split": {"train": {"healthy": 3, "small": 2, "large": 1},
                                   "val": {"healthy": 1, "small": 1, "large": 1}}},
@@ -295,24 +291,88 @@ def test_report_reads_a_raw_label_volume_and_survives_bad_records(tmp_path: Path
     png_size(root / "report" / "montage.png")
 
 
-def test_decode_image_reads_wavelet_records() -> None:
-    wavelet = pytest.importorskip("volprep.preprocess.wavelet")
-    image = np.ascontiguousarray(phantom("c05", 0, 1)[0][:16, :16, :16])
-    layout = wavelet.layout(image.shape, "db2", 2, 0.25)
-    feature = {"dtype": "float16", "shape": list(image.shape), "encoding": "wavelet-compress", "layout": layout}
-    data = wavelet.encode(image, "db2", 2, 0.25)
-    out = decode_image({"image": [data]}, feature)
-    np.testing.assert_allclose(out, wavelet.decode(data, layout))
-    assert np.corrcoef(out.ravel(), image.ravel())[0, 1] > 0.9  # the phantom survives compression
+def _k_term(channel: np.ndarray, keep: float) -> tuple[np.ndarray, float]:
+    """The original reconstructed from its approximation band and its ``K = ceil(keep *
+    n_detail)`` largest-magnitude detail coefficients (db2, level 2, periodization), with
+    pywt alone: what a "compress" record holds, derived from the volume, not from the
+    record. Also returns the int16 quantisation bound on the decoded volume's error.
+    """
+    coeffs = pywt.wavedecn(channel.astype(np.float64), "db2", mode="periodization", level=2)
+    flat, slices = pywt.coeffs_to_array(coeffs)
+    approx = np.zeros(flat.shape, bool)
+    approx[slices[0]] = True
+    details = np.abs(flat[~approx])
+    k = math.ceil(keep * details.size)
+    kept = approx | (np.abs(flat) >= np.sort(details)[-k])
+    assert int(kept.sum()) == approx.sum() + k  # no ties at the threshold
+    back = pywt.waverecn(pywt.array_to_coeffs(np.where(kept, flat, 0.0), slices, output_format="wavedecn"),
+                         "db2", mode="periodization")
+    # Each kept detail is rounded to 1/32767 of its band's peak (at most the largest
+    # detail): an error <= step/2 per coefficient, and the transform is orthonormal, so the
+    # largest voxel error is at most the L2 norm sqrt(k) * step / 2.
+    bound = math.sqrt(k) * float(details.max()) / 32767 / 2
+    return back, bound
+
+
+@pytest.mark.parametrize("keep", [0.25, 1.0])
+def test_decode_image_reads_wavelet_records(keep: float) -> None:
+    from volprep.preprocess import wavelet
+
+    original = np.ascontiguousarray(phantom("c05", 0, 2)[0][:16, :16, :16])  # 2 channels
+    layout = wavelet.layout(original.shape, "db2", 2, keep)
+    feature = {"dtype": "float16", "shape": list(original.shape), "encoding": "wavelet-compress", "layout": layout}
+    out = decode_image({"image": [wavelet.encode(original, "db2", 2, keep)]}, feature)
+    assert out.shape == original.shape and out.dtype == np.float32
+    for c in range(original.shape[3]):
+        expected, bound = _k_term(original[..., c], keep)
+        np.testing.assert_allclose(out[..., c], expected, rtol=0, atol=bound)
+    span = float(np.ptp(original))
+    psnr = 10 * np.log10(span**2 / float(np.mean((out.astype(np.float64) - original) ** 2)))
+    if keep == 1.0:
+        # every coefficient kept: the original, up to the int16 rounding of the details
+        np.testing.assert_allclose(out, original, rtol=0, atol=1e-3 * span)
+        assert psnr > 80
+    else:
+        # A quarter of the details of a noisy phantom: 29.9 dB measured; the approximation
+        # band alone gives 17.7 dB. 25 dB leaves room for coding changes, not for losing details.
+        assert psnr > 25
     with pytest.raises(ValueError, match="layout"):
-        decode_image({"image": [data]}, {**feature, "layout": None})
+        decode_image({"image": [b""]}, {**feature, "layout": None})
 
 
 def test_montage_aspect_follows_voxel_spacing() -> None:
-    from volprep.report import _aspect
+    from volprep.report_montage import _aspect
 
     spacing = (1.0, 2.0, 4.0)  # i, j, k in mm
     assert _aspect(spacing, "axial") == 2.0  # x = i, y = j
     assert _aspect(spacing, "coronal") == 4.0  # x = i, y = k
     assert _aspect(spacing, "sagittal") == 2.0  # x = j, y = k
     assert _aspect(None, "axial") == 1.0
+
+
+def test_without_a_plan_class_names_follow_the_ids_not_the_positions(tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    manifest = make_folder(root, channels=1, with_plan=False, failures=0)
+    # the same classes listed in another order: names and ids are parallel lists
+    manifest["classes"]["names"], manifest["classes"]["ids"] = ["large", "healthy", "small"], [2, 0, 1]
+    back = read_samples(root, manifest, [], hist_records=0, fallback_per_class=1)
+    shown = {case: s.class_name for (case, _), s in back.samples.items()}
+    assert shown == {case: CLASSES[CASES[case][1]] for case in shown}
+    assert set(shown.values()) == {"healthy", "small", "large"}
+
+
+def test_montage_spacing_comes_from_each_record_affine(tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    manifest = make_folder(root, channels=1, failures=0)
+    manifest["features"]["affine"] = {"dtype": "float64", "shape": [4, 4], "encoding": "raw"}
+    # a rotated grid with voxels of 1 x 2 x 4 mm: the spacing is the affine's column norms
+    rot = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag([1.0, 2.0, 4.0])
+    image, mask = phantom("c07", 0, 1)
+    shard = root / manifest["splits"]["val"]["shards"][0]["file"]
+    shard.write_bytes(frame_record(encode_example({
+        "image": image.astype("<f2").tobytes(), "mask": mask.tobytes(), "label": 1, "case_id": "c07", "copy": 0,
+        "augment": "", "affine": affine.astype("<f8").tobytes()})))
+    back = read_samples(root, manifest, [MontageRow("c07", "val", "small", ())], hist_records=0)
+    assert back.samples[("c07", 0)].spacing == pytest.approx((1.0, 2.0, 4.0))

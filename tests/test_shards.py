@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from volprep.shards import RecordRef, order_records, shard_bounds, shard_count, shard_name
+from volprep.shards import (
+    SHARD_PATTERN,
+    RecordRef,
+    order_records,
+    shard_bounds,
+    shard_count,
+    shard_name,
+)
 
 
 @pytest.mark.parametrize(
@@ -46,4 +53,6 @@ def test_duplicate_key_names_both_sources() -> None:
 
 
 def test_shard_name() -> None:
-    assert shard_name("train", 3, 12) == "train-00003-of-00012.tfrecord"
+    assert shard_name("train", 3, 12, "0a1b2c3d") == "train-0a1b2c3d-00003-of-00012.tfrecord"
+    assert SHARD_PATTERN.match("train-0a1b2c3d-00003-of-00012.tfrecord")
+    assert not SHARD_PATTERN.match("my_other_dataset.tfrecord")

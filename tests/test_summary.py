@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -141,3 +143,92 @@ def test_inspect_is_deterministic_and_aligned() -> None:
                                          (3.2e12, "3.2 TB")])
 def test_human_size(n: float, text: str) -> None:
     assert human_size(n) == text
+
+
+def atlas_manifest(n_classes: int = 725, held: dict[int, tuple[int, int, int]] | None = None) -> dict[str, Any]:
+    """A manifest like an atlas job's: hundreds of sparse label ids, few of them holding records.
+
+    ``held`` maps class id -> (train before, train after, val originals); every other class
+    holds nothing.
+    """
+    held = {15: (2, 2, 0), 19: (1, 1, 0), 67: (1, 1, 0), 184: (1, 1, 0), 23: (0, 0, 1)} if held is None else held
+    ids = [0, *range(1, 3 * n_classes, 3)][:n_classes]  # sparse: 0, 1, 4, 7, ...
+    ids = sorted(set(ids) | set(held))[:n_classes]
+    names = ["background" if i == 0 else f"NeuroMaps_{i}" for i in ids]
+    name_of = dict(zip(ids, names, strict=True))
+    manifest = copy.deepcopy(MANIFEST)
+    manifest["classes"] = {
+        "names": names, "ids": ids,
+        "counts_before": {n: held.get(i, (0, 0, 0))[0] for i, n in name_of.items()},
+        "counts_after": {n: held.get(i, (0, 0, 0))[1] for i, n in name_of.items()},
+        "per_split": {"train": {n: held.get(i, (0, 0, 0))[0] for i, n in name_of.items()},
+                      "val": {n: held.get(i, (0, 0, 0))[2] for i, n in name_of.items()}},
+    }
+    return manifest
+
+
+def balance_section(text: str) -> list[str]:
+    """The summary's balance lines: from the ``balance`` key to the next key."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  balance"))
+    end = next(i for i in range(start + 1, len(lines)) if lines[i][2:3].strip())
+    return lines[start:end]
+
+
+def test_summary_collapses_hundreds_of_empty_classes(tmp_path: Path) -> None:
+    text = summary_text(result(tmp_path, atlas_manifest()), color=False)
+    section = balance_section(text)
+    assert len(section) <= 12, "\n".join(section)
+    for name in ("NeuroMaps_15 ", "NeuroMaps_19 ", "NeuroMaps_67 ", "NeuroMaps_184 ", "NeuroMaps_23 "):
+        assert any(name in line for line in section), name  # every class that holds records
+    assert "NeuroMaps_4 " not in text  # an empty class is counted, not listed
+    assert not any(line.rstrip().endswith("0 -> 0") for line in section)  # no bare empty rows
+    more = [line for line in section if "more classes" in line]
+    assert len(more) == 1 and "+ 720 more classes" in more[0] and "720 with 0 records" in more[0]
+    assert "val" in next(line for line in section if "NeuroMaps_23 " in line)  # held outside train only
+
+
+def test_summary_with_many_classes_holding_records_lists_the_rarest_and_largest(tmp_path: Path) -> None:
+    held = {i: (i % 40 + 1, i % 40 + 1 + (i % 3), 1) for i in range(1, 120)}  # 119 classes with records
+    text = summary_text(result(tmp_path, atlas_manifest(200, held)), color=False)
+    section = balance_section(text)
+    assert len(section) <= 12, "\n".join(section)
+    rows = [line for line in section[1:] if "->" in line]
+    counts = [int(line.split("->")[0].split()[-1]) for line in rows]
+    assert counts == sorted(counts)  # rarest first
+    assert counts[0] == 1 and counts[-1] == 40  # the rarest and the largest are both there
+    more = next(line for line in section if "more classes" in line)
+    assert f"+ {200 - len(rows)} more classes" in more
+    assert "with 0 records" in more and "train records" in more
+
+
+def test_summary_of_few_classes_lists_every_one_in_id_order(tmp_path: Path) -> None:
+    section = balance_section(summary_text(result(tmp_path), color=False))
+    assert [line.split()[0] for line in section[1:]] == ["bg", "tumour", "cyst"]
+
+
+def test_summary_says_when_balancing_by_case_does_not_apply(tmp_path: Path) -> None:
+    held = {i: (8 if i == 1 else 0, 8 if i == 1 else 0, 2 if i == 1 else 0) for i in range(117)}
+    manifest = atlas_manifest(117, held)
+    explanation = ("Balancing by case does not apply: every case holds (nearly) every label (117 classes); "
+                   "the train split holds originals only.")
+    (tmp_path / "plan.json").write_text(json.dumps({"explanation": [explanation], "class_by": "rarest"}))
+    section = balance_section(summary_text(result(tmp_path, manifest), color=False))
+    assert "does not apply" in section[0] and "every case holds (nearly) every label" in section[0]
+    assert not any("->" in line for line in section)
+    # the manifest's note says it too, without a plan.json (and the summary takes a plan argument)
+    manifest["notes"] = ["every case holds (nearly) every label, so each case counts under a label (nearly) "
+                         "all cases share: balancing by case does not apply to this dataset (no augmented copies)"]
+    section = balance_section(summary_text(result(tmp_path, manifest), color=False, plan={}))
+    assert "does not apply" in section[0] and not any("->" in line for line in section)
+    # and a plan that balances gives the rows
+    section = balance_section(summary_text(result(tmp_path), color=False, plan={"explanation": ["Target: 5"]}))
+    assert any("->" in line for line in section)
+
+
+def test_inspect_keeps_the_full_class_table_and_stays_fast() -> None:
+    manifest = atlas_manifest()
+    start = time.perf_counter()
+    text = inspect_text(manifest, "/shards")
+    assert time.perf_counter() - start < 0.5
+    assert sum(1 for line in text.splitlines() if line.startswith("  NeuroMaps_")) == 724  # the long form

@@ -12,18 +12,29 @@ with the job that started them (``PR_SET_PDEATHSIG``), so a killed job leaves no
 writing behind it. Dask retries a task whose worker died on other workers and gives up
 with ``KilledWorker`` (``distributed.scheduler.allowed-failures``), which becomes the same
 failure. Results carry the task's index; order of completion never reaches the output.
+
+Interrupts (see :mod:`volprep.interrupts`): workers ignore SIGINT (a terminal's Ctrl-C
+reaches the whole process group; only the main process acts on it), and :func:`stop`
+kills the local workers and cancels the job's Dask tasks, from wherever the interrupt
+left the caller. The worker count is capped at what the machine holds
+(:func:`worker_count`): the usable cores, and with a memory limit the tasks that fit in it.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
+import functools
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from volprep.errors import UsageError
+from volprep.interrupts import raise_if_interrupted
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +46,54 @@ class WorkerDied:
     reason: str
 
 
-def default_workers() -> int:
-    """All cores this process may use."""
+# How long a wait for results lasts before the loop looks again for an interrupt that
+# code between the signal and the wait may have swallowed.
+POLL_SECONDS = 0.5
+# What stop() may spend on each pool before leaving the rest to PR_SET_PDEATHSIG.
+STOP_SECONDS = 3.0
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def default_workers() -> int:
+    """All cores this process may use."""
+    return usable_cores()
+
+
+def worker_count(requested: int | None, cores: int, *, memory_limit: int | None = None,
+                 weights: Sequence[int] = ()) -> tuple[int, str | None]:
+    """How many local worker processes to start, and why fewer than requested.
+
+    More processes than cores only share them (and each costs its own interpreter and
+    imports); more than the memory limit lets run at once only wait, idle. So the count
+    is the request (all cores if None), at most ``cores``, and with ``memory_limit`` at
+    most the number of tasks that fit in it together: the smallest ``weights`` first, as
+    admission could at best run them (at least 1: a task over the limit runs alone).
+
+    Returns:
+        ``(count, reason)``: reason names the bound that capped the request
+        (e.g. "2 usable cores"), None when the request stands.
+    """
+    count = cores if requested is None else requested
+    reason = None
+    if count > cores:
+        count, reason = cores, f"{cores} usable core{'s' if cores != 1 else ''}"
+    if memory_limit is not None and weights:
+        fit, used = 0, 0
+        for weight in sorted(weights):
+            if used + weight > memory_limit:
+                break
+            fit, used = fit + 1, used + weight
+        fit = max(1, fit)
+        if fit < count:
+            count, reason = fit, f"--memory-limit holds {fit} task{'s' if fit != 1 else ''} at a time"
+    return count, reason
 
 
 def run_tasks(
@@ -88,52 +141,187 @@ def _run_local(fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]], workers
     from joblib.externals.loky import get_reusable_executor
     from joblib.externals.loky.process_executor import BrokenProcessPool, TerminatedWorkerError
 
+    requested = workers
+    workers, reason = worker_count(requested, usable_cores(), memory_limit=limit, weights=weights)
+    if reason is not None:
+        _warn_once(f"{requested} workers capped to {workers} ({reason})")
     pending = list(range(len(tasks)))
     suspects: list[int] = []
-    while pending or suspects:
-        # Suspects (in flight when a worker died) run alone, so the guilty one is found.
-        solo = bool(suspects)
-        queue = suspects if solo else pending
-        slots = 1 if solo else workers
-        executor = get_reusable_executor(max_workers=slots, reuse=True,
-                                         initializer=_die_with_parent, initargs=(os.getpid(),))
-        in_flight: dict[cf.Future[Any], int] = {}
-        broken = False
-        while (queue or in_flight) and not broken:
-            for index in _admit(queue, in_flight, weights, limit, slots):
-                in_flight[executor.submit(fn, *tasks[index])] = index
-            done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
-            for future in sorted(done, key=in_flight.__getitem__):
-                index = in_flight.pop(future)
-                try:
-                    result = future.result()
-                except (TerminatedWorkerError, BrokenProcessPool) as err:
-                    if solo:
-                        yield index, WorkerDied(_died_reason(err))
-                    else:
-                        suspects.append(index)
-                    broken = True
-                    continue
-                yield index, result
-        if broken:
-            # Everything still in flight ran on the broken pool: rerun those alone.
-            for future, index in in_flight.items():
-                future.cancel()
-                suspects.append(index)
-            suspects.sort()
-            executor.shutdown(wait=True, kill_workers=True)
+    try:
+        while pending or suspects:
+            # Suspects (in flight when a worker died) run alone, so the guilty one is found.
+            solo = bool(suspects)
+            queue = suspects if solo else pending
+            slots = 1 if solo else workers
+            with _sigint_blocked():  # may start workers: see _sigint_blocked
+                executor = get_reusable_executor(max_workers=slots, reuse=True,
+                                                 initializer=_die_with_parent,
+                                                 initargs=(os.getpid(),))
+            _live.executor = executor
+            in_flight: dict[cf.Future[Any], int] = {}
+            broken = False
+            while (queue or in_flight) and not broken:
+                raise_if_interrupted()
+                for index in _admit(queue, in_flight, weights, limit, slots):
+                    with _sigint_blocked():
+                        in_flight[executor.submit(fn, *tasks[index])] = index
+                done, _ = cf.wait(in_flight, timeout=POLL_SECONDS, return_when=cf.FIRST_COMPLETED)
+                for future in sorted(done, key=in_flight.__getitem__):
+                    index = in_flight.pop(future)
+                    try:
+                        result = future.result()
+                    except (TerminatedWorkerError, BrokenProcessPool) as err:
+                        if solo:
+                            yield index, WorkerDied(_died_reason(err))
+                        else:
+                            suspects.append(index)
+                        broken = True
+                        continue
+                    yield index, result
+            if broken:
+                # Everything still in flight ran on the broken pool: rerun those alone.
+                for future, index in in_flight.items():
+                    future.cancel()
+                    suspects.append(index)
+                suspects.sort()
+                executor.shutdown(wait=True, kill_workers=True)
+    except KeyboardInterrupt:
+        # An interrupt inside the wait: the workers go now. (One raised while the caller
+        # holds a result never passes here; the caller then calls stop() itself.)
+        stop()
+        raise
+
+
+def _warn_once(message: str) -> None:
+    """One warning a process for each distinct message (a job runs several stages)."""
+    if message not in _live.said:
+        _live.said.add(message)
+        log.warning("%s", message)
+
+
+class _Live:
+    """What this process has running (what :func:`stop` must end), kept outside the
+    generators that run it: an interrupt may leave a generator suspended in its caller."""
+
+    def __init__(self) -> None:
+        self.executor: Any = None  # the loky executor last used
+        self.dask: dict[int, tuple[Any, dict[Any, int]]] = {}  # id -> (client, futures in flight)
+        self.said: set[str] = set()  # warnings given (see _warn_once)
+
+
+_live = _Live()
+
+
+def stop(timeout: float = STOP_SECONDS) -> bool:
+    """Kills the local workers and cancels the Dask tasks this process started.
+
+    Safe to call at any moment and more than once (an interrupt may have hit the pool
+    halfway through a call): each step runs on its own thread, bounded by ``timeout``.
+    Returns True when every step finished in time (the workers are gone); if one did not,
+    the rest is left to ``PR_SET_PDEATHSIG`` when the process exits.
+    """
+    ok = True
+    executor, _live.executor = _live.executor, None
+    if executor is not None:
+        ok &= _bounded(lambda: executor.shutdown(wait=True, kill_workers=True), timeout)
+        for process in list(getattr(executor, "_processes", {}).values()):  # what loky missed
+            with contextlib.suppress(OSError, ValueError, AttributeError):  # gone, or never started
+                process.kill()
+    for key in list(_live.dask):
+        client, in_flight = _live.dask.pop(key)
+        ok &= _bounded(functools.partial(_cancel_and_close, client, list(in_flight)), timeout)
+    return ok
+
+
+def shutdown(timeout: float = STOP_SECONDS) -> None:
+    """Ends the local workers once their work is done (a command's normal end)."""
+    executor, _live.executor = _live.executor, None
+    if executor is not None:
+        _bounded(lambda: executor.shutdown(wait=True), timeout)
+
+
+# Python's and loky's resource trackers, at exit, warn about every semaphore still
+# registered, then remove it. A worker killed on purpose (an interrupt) leaves the ones it
+# created (numcodecs' blosc mutex, once it has written the cache) registered.
+_TRACKER_LEAK_FILTER = "ignore:resource_tracker:UserWarning"
+
+
+def quiet_tracker_reports() -> None:
+    """Resource trackers started from now on clean up killed workers' semaphores silently.
+
+    The trackers are processes of their own that print to this process's stderr, after it
+    has exited; their only channel is the environment they start with. Call it once, early,
+    in a process that owns its environment (the ``volprep`` program).
+    """
+    current = os.environ.get("PYTHONWARNINGS", "")
+    if _TRACKER_LEAK_FILTER not in current.split(","):
+        os.environ["PYTHONWARNINGS"] = f"{current},{_TRACKER_LEAK_FILTER}" if current else _TRACKER_LEAK_FILTER
+
+
+def _bounded(step: Callable[[], object], timeout: float) -> bool:
+    """Runs ``step`` on a daemon thread; True if it ended (in any way) within ``timeout``."""
+    def run() -> None:
+        try:
+            step()
+        except Exception as err:  # noqa: BLE001 - cleanup of a pool being torn down: best effort
+            log.debug("stop: %s", err)
+
+    thread = threading.Thread(target=run, name="volprep-stop", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return not thread.is_alive()
+
+
+def _cancel_and_close(client: Any, futures: list[Any]) -> None:
+    try:
+        if futures:
+            client.cancel(futures, force=True)
+    finally:
+        client.close(timeout=STOP_SECONDS)
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT blocked in this thread while it may start worker processes.
+
+    A new process inherits the signal mask of the thread that forks it and keeps it
+    across exec: a worker then cannot receive a Ctrl-C (sent to the whole process group)
+    before its initializer ignores SIGINT, while it still imports. This process loses
+    nothing: another of its threads takes the signal, or it waits until the mask is
+    restored, and Python runs the handler in the main thread either way.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    # Python's own resource tracker, started lazily by the first worker's launch, unblocks
+    # SIGINT afterwards instead of restoring the mask (3.11): start it before blocking.
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """Worker initializer: a worker dies with the job that started it.
+    """Worker initializer: a worker ignores Ctrl-C and dies with the job that started it.
 
-    Without this, loky workers outlive a SIGKILLed job and finish the tasks they hold,
-    writing to the cache while a rerun may already be using it. Linux only (prctl
-    ``PR_SET_PDEATHSIG``); elsewhere a no-op.
+    SIGINT: a terminal's Ctrl-C reaches every process of the group; a worker that raised
+    ``KeyboardInterrupt`` itself would print a traceback and break the pool under the main
+    process's cleanup, which kills the workers anyway (it was blocked since the fork, see
+    :func:`_sigint_blocked`; now ignored, then unblocked). SIGTERM keeps its default:
+    a worker told to terminate does.
+
+    Without ``PR_SET_PDEATHSIG``, loky workers outlive a SIGKILLed job and finish the tasks
+    they hold, writing to the cache while a rerun may already be using it. Linux only
+    (prctl); elsewhere a no-op.
     """
     import ctypes
-    import signal
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
@@ -174,6 +362,7 @@ def _run_dask(fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]], schedule
         pending = list(range(len(tasks)))
         in_flight: dict[Any, int] = {}
         completed = as_completed(loop=client.loop)
+        _live.dask[id(client)] = (client, in_flight)
 
         def submit() -> None:
             for index in _admit(pending, in_flight, weights, limit, slots):
@@ -182,14 +371,21 @@ def _run_dask(fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]], schedule
                 in_flight[future] = index
                 completed.add(future)
 
-        submit()
-        for future in completed:
-            index = in_flight.pop(future)
-            try:
-                result: Any = future.result()
-            except (KilledWorker, FutureCancelledError) as err:
-                result = WorkerDied(f"the Dask worker died while running this task ({type(err).__name__})")
-            finally:
-                future.release()
+        try:
             submit()
-            yield index, result
+            for future in completed:
+                index = in_flight.pop(future)
+                try:
+                    result: Any = future.result()
+                except (KilledWorker, FutureCancelledError) as err:
+                    result = WorkerDied(f"the Dask worker died while running this task ({type(err).__name__})")
+                finally:
+                    future.release()
+                raise_if_interrupted()
+                submit()
+                yield index, result
+        except KeyboardInterrupt:
+            stop()  # cancels this job's futures and closes the client
+            raise
+        finally:
+            _live.dask.pop(id(client), None)

@@ -3,18 +3,26 @@
 ``main(argv) -> int`` parses arguments and calls one API function a command; every error
 a user can act on becomes one line on stderr and an exit status (0 ok, 1 the job failed,
 2 bad usage or config, 3 finished with failed cases; ``verify``: 1 on a mismatch).
+
+SIGINT and SIGTERM, however many and whenever they come, end a command with one line
+(``volprep: interrupted (SIGINT)``), its worker processes killed and status 130 or 143
+(:mod:`volprep.interrupts`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from volprep import __version__
+from volprep import __version__, backends
 from volprep.errors import ConfigError, DatasetError, JobError, UsageError, VolprepError
+from volprep.interrupts import Interrupted, Trap, as_interrupted, exit_now, interrupted_line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -62,11 +70,41 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs a volprep command; returns its exit status."""
-    logging.basicConfig(level=logging.WARNING, format="volprep: %(message)s")
+    """Runs a volprep command; returns its exit status.
+
+    Without ``argv`` (the ``volprep`` program, ``python -m volprep``) it owns the process:
+    after an interrupt the signals stay ignored until it exits, and a watchdog ends it
+    with the right status if that takes too long; once a command has finished, a late
+    signal is ignored while the interpreter exits. With ``argv`` (tests, callers in
+    Python) it returns with its signal handlers restored.
+    """
+    program = argv is None
+    trap = Trap(program=program)
+    try:
+        with trap:
+            logging.basicConfig(level=logging.WARNING, format="volprep: %(message)s")
+            if program:
+                backends.quiet_tracker_reports()
+            status = _run(argv)
+            backends.shutdown()  # the workers end with the command, not at interpreter exit
+            if program:
+                trap.ignore_from_now()
+        return status
+    except KeyboardInterrupt as err:  # the trap's Interrupted, or a Ctrl-C that came before it
+        return _interrupted(trap, as_interrupted(err), program)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
+    # TensorFlow's C++ start-up lines (CUDA probing, oneDNN) are noise on a command's stderr,
+    # where the one-line errors go; a user who wants them sets the variable themselves.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return int(_COMMANDS[args.command](args))
+    except BrokenPipeError:  # `volprep inspect OUT | head`: the reader left, nothing to say
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except (ConfigError, UsageError, DatasetError) as err:
         print(f"volprep: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -76,9 +114,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VolprepError as err:
         print(f"volprep: error: {err}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("volprep: interrupted", file=sys.stderr)
-        return 130
+
+
+def _interrupted(trap: Trap, err: Interrupted, program: bool) -> int:
+    """Stops the workers, says so in one line, and ends the command with 128 + the signal."""
+    stopped = backends.stop()
+    if not trap.claim_exit():  # the watchdog is ending the process right now
+        threading.Event().wait()
+    print(interrupted_line(err), file=sys.stderr)
+    if program and not stopped:
+        # A pool did not shut down in time: interpreter shutdown would wait for it. Its
+        # workers die with this process (PR_SET_PDEATHSIG).
+        exit_now(err.exit_status)
+    if not program:
+        trap.restore()
+    # The program exits normally (finalizers release the pool's semaphores), the signals
+    # still ignored; the watchdog ends it if that blocks.
+    return err.exit_status
 
 
 def _shards(args: argparse.Namespace) -> int:
@@ -90,14 +142,23 @@ def _shards(args: argparse.Namespace) -> int:
     memory = parse_size(args.memory_limit, key="--memory-limit", source="command line") if args.memory_limit else None
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    result = run_job(args.data, args.out, config, workers=args.workers, scheduler=args.scheduler,
-                     memory_limit=memory, quiet=args.quiet, report=not args.no_report)
+    workers = args.workers
+    if workers is not None and not args.scheduler:  # a Dask cluster has its own worker count
+        workers, reason = backends.worker_count(workers, backends.usable_cores())
+        if reason is not None:
+            print(f"volprep: --workers {args.workers} capped to {workers} ({reason})", file=sys.stderr)
+    result = run_job(args.data, args.out, config, workers=workers, scheduler=args.scheduler,
+                     memory_limit=memory, quiet=args.quiet)
+    if not args.no_report:
+        from volprep.report import write_report_warned
+
+        write_report_warned(result)
     print(summary_text(result))
     return result.exit_code
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from volprep.manifest import verify
+    from volprep.verify import verify
 
     problems = verify(args.out, parse=not args.no_parse)
     for line in problems:

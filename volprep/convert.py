@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from volprep.cache import CaseCache, input_fingerprint
+from volprep.cache import CaseCache, Damaged, input_fingerprint
 from volprep.cases import Case
 from volprep.config import PipelineConfig
 from volprep.errors import InputError
@@ -52,6 +52,8 @@ class CaseResult:
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
     path: str = ""
     error: str = ""
+    recomputed: str = ""  # why a cache entry that existed was not reused (damaged), else ""
+    fatal: str = ""  # a problem of the job, not of the case (e.g. the disk is full): stop
 
 
 def cache_config_key(config: PipelineConfig) -> str:
@@ -98,10 +100,11 @@ def convert_case(case: Case, config: PipelineConfig, cache_dir: str,
     except OSError as err:
         path = err.filename or (case.images[0] if case.images else "")
         return CaseResult(case.case_id, ok=False, path=str(path), error=err.strerror or str(err))
-    meta = cache.lookup(case.case_id, fingerprint)
+    found = cache.lookup(case.case_id, fingerprint, verify=True)
+    recomputed = f"damaged cache entry recomputed: {found.reason}" if isinstance(found, Damaged) else ""
     # A cached case reused for the fidelity sample must have been measured.
-    if meta is not None and (meta.get("fidelity_measured") or not fidelity):
-        return CaseResult(case.case_id, ok=True, reused=True, meta=_public_meta(meta, fidelity))
+    if isinstance(found, dict) and (found.get("fidelity_measured") or not fidelity):
+        return CaseResult(case.case_id, ok=True, reused=True, meta=_public_meta(found, fidelity))
     _hold_if_asked(case.case_id)
     try:
         meta = _convert(case, config, cache, fingerprint, declared_labels, fidelity)
@@ -110,7 +113,12 @@ def convert_case(case: Case, config: PipelineConfig, cache_dir: str,
     except MemoryError:
         return CaseResult(case.case_id, ok=False, path=str(case.images[0]),
                           error="out of memory while converting this case")
-    return CaseResult(case.case_id, ok=True, reused=False, meta=_public_meta(meta, fidelity))
+    except OSError as err:  # the inputs were read: this is the cache's disk (full, read-only...)
+        where = err.filename or cache_dir
+        return CaseResult(case.case_id, ok=False, path=str(where), error=err.strerror or str(err),
+                          fatal=f"{where}: cannot write the cache ({err.strerror or err})")
+    return CaseResult(case.case_id, ok=True, reused=False, meta=_public_meta(meta, fidelity),
+                      recomputed=recomputed)
 
 
 def _public_meta(meta: dict[str, Any], fidelity: bool) -> dict[str, Any]:
@@ -143,7 +151,7 @@ def _convert(case: Case, config: PipelineConfig, cache: CaseCache, fingerprint: 
     volume = io.read_case_images(list(case.images), config.read)
     mask = None
     if case.mask is not None:
-        mask_volume = io.read_volume(case.mask, config.read)
+        mask_volume = io.read_label_volume(case.mask, config.read)
         mask = io.check_label(mask_volume, volume.header, config.read, declared_labels)
     prepared = prepare_case(volume.data, volume.header.affine, mask, config.preprocess, None,
                             fidelity_figures=fidelity, source=str(case.images[0]))
@@ -156,5 +164,5 @@ def _convert(case: Case, config: PipelineConfig, cache: CaseCache, fingerprint: 
         values, counts = np.unique(prepared.mask, return_counts=True)
         meta["voxel_counts"] = {str(int(v)): int(c) for v, c in zip(values, counts, strict=True)}
         meta["mask_max"] = int(values.max())
-    cache.store(case.case_id, fingerprint, prepared.image, prepared.mask, prepared.affine, meta)
-    return meta
+    checksum = cache.store(case.case_id, fingerprint, prepared.image, prepared.mask, prepared.grid.affine, meta)
+    return {**meta, "cache_checksum": checksum}

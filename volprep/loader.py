@@ -112,7 +112,14 @@ def parse_spec(features: dict[str, Any]) -> dict[str, Any]:
 
 
 def decode_batch(parsed: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
-    """Decodes a parsed batch: raw arrays to their static shapes, wavelets reconstructed."""
+    """Decodes a parsed batch: raw arrays to their static shapes, wavelets reconstructed.
+
+    Every raw feature's byte length is checked against the manifest's dtype and shape in
+    the graph: a record that disagrees raises ``InvalidArgumentError`` naming the feature
+    and the expected size (never a silently re-batched reshape).
+    """
+    import math
+
     import tensorflow as tf
 
     out: dict[str, Any] = {}
@@ -120,9 +127,17 @@ def decode_batch(parsed: dict[str, Any], features: dict[str, Any]) -> dict[str, 
         feat = features[name]
         encoding = feat["encoding"]
         if encoding == "raw":
-            flat = tf.io.decode_raw(value, tf.dtypes.as_dtype(feat["dtype"]), little_endian=True)
-            # The batch dimension stays static when the batch is (drop_remainder).
-            out[name] = tf.ensure_shape(tf.reshape(flat, [-1, *feat["shape"]]), [value.shape[0], *feat["shape"]])
+            dtype = tf.dtypes.as_dtype(feat["dtype"])
+            shape = [int(n) for n in feat["shape"]]
+            expected = math.prod(shape) * dtype.size
+            check = tf.debugging.assert_equal(
+                tf.strings.length(value), tf.constant(expected, tf.int32),
+                message=(f"feature {name}: the record bytes do not match the manifest "
+                         f"({feat['dtype']} {shape} = {expected} bytes a record)"))
+            with tf.control_dependencies([check]):
+                flat = tf.io.decode_raw(value, dtype, little_endian=True)
+            out[name] = tf.reshape(flat, [tf.shape(value)[0], *shape])
+            out[name] = tf.ensure_shape(out[name], [value.shape[0], *shape])
         elif encoding.startswith("wavelet"):
             from volprep.preprocess.wavelet_tf import decode_batch as wavelet_decode
 
@@ -221,7 +236,9 @@ def load(
     autotune = tf.data.AUTOTUNE
     ordered = bool(deterministic)
 
-    ds = tf.data.Dataset.from_tensor_slices(files)
+    if not files:
+        log.warning("%s: split %r holds no records: the dataset is empty", path, split)
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(files, dtype=tf.string))
     if shuffle and len(files) > 1 and not plan.by_record:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     ds = ds.interleave(

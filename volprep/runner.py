@@ -1,25 +1,28 @@
 """The job: runs the stages of the flow in order, on a backend, resumably.
 
-discover -> headers (target shape, channels, memory estimates) -> convert cases (read,
-preprocess, cache; parallel) -> plan (splits, balance; plan.json) -> write shards
-(parallel) -> manifest (last, atomic) -> failures.csv, timings.json, summary.
+discover -> survey headers (memory, channels) -> convert cases (read, preprocess, cache;
+parallel) -> target shape -> plan (splits, balance) -> write shards (parallel, a new
+generation) -> publish (plan.json, then the manifest, atomically) -> retire the old
+generation -> failures.csv, timings.json.
 
-Every stage's output is on disk, so a killed job rerun reuses what was finished. An
-input problem fails its case, not the job: it is printed as one line ``case <id>: <path>:
+Every stage's output is on disk, so a killed job rerun reuses what was finished, and the
+published folder is never a mix of generations (:mod:`volprep.publish`). An input
+problem fails its case, not the job: it is printed as one line ``case <id>: <path>:
 <problem>``, listed in the manifest and ``failures.csv``, and the exit status is 3. With
 ``on_error = "fail"`` the first failure stops the job with status 1 and nothing new is
-published. A lock file keeps two jobs off the same output folder.
+published. A lock keeps two jobs off the same output folder. The stages' own decisions
+live with the stages (:mod:`volprep.survey`, :mod:`volprep.preprocess`,
+:mod:`volprep.plan`, :mod:`volprep.shards`, :mod:`volprep.manifest`); this module only
+runs them and keeps the books.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import fcntl
 import io as _io
-import logging
+import math
 import os
-import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -27,33 +30,45 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import psutil
 
-from volprep import __version__
+from volprep import backends, publish
+from volprep.augment.spec import Params, sample
 from volprep.backends import WorkerDied, default_workers, run_tasks
-from volprep.cases import Case, Dataset, discover
+from volprep.cache import CaseCache
+from volprep.cases import Case, Dataset, discover, read_split_file, subset_from_column
+from volprep.classes import PlanEntry
 from volprep.config import PipelineConfig
 from volprep.convert import CaseResult, convert_case
 from volprep.errors import InputError, JobError, UsageError
-from volprep.manifest import FORMAT_VERSION, write_manifest
+from volprep.io.base import human_bytes
+from volprep.lock import output_lock
+from volprep.manifest import build_manifest, write_manifest
+from volprep.plan import Plan, make_plan, plan_json, previous_splits
+from volprep.preprocess import dataset_statistics, plan_target_shape, shape_multiple
+from volprep.preprocess import wavelet as wavelet_codec
 from volprep.progress import Progress
 from volprep.seeds import order_key
 from volprep.shards import (
     RecordRef,
     RecordSpec,
+    ShardFailed,
     ShardInfo,
     ShardTask,
+    atomic_write_json,
     atomic_write_text,
     order_records,
     record_bytes_estimate,
     shard_bounds,
     shard_count,
+    split_tag,
     write_shard,
 )
-
-log = logging.getLogger(__name__)
+from volprep.survey import survey
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+# Peak memory of writing one record, in float32 copies of it (window, normalised, copy).
+RECORD_WORKING_COPIES = 4
 
 
 @dataclasses.dataclass
@@ -81,28 +96,7 @@ class JobResult:
     cases_reused: int
     timings: dict[str, float]
     notes: list[str]
-
-
-@contextmanager
-def output_lock(out_dir: Path) -> Iterator[None]:
-    """An exclusive lock on ``OUT/.volprep.lock``; a second job gets a clear error."""
-    lock_path = out_dir / ".volprep.lock"
-    fh = open(lock_path, "a+")  # noqa: SIM115 - held open for the whole job: the lock is the open file
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        holder = fh.read().strip() or "another process"
-        fh.close()
-        raise UsageError(f"{out_dir}: in use by another volprep job ({holder}); wait for it or use another --out") from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"pid {os.getpid()}")
-    fh.flush()
-    try:
-        yield
-    finally:
-        fh.close()
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 def run_job(
@@ -114,18 +108,21 @@ def run_job(
     scheduler: str | None = None,
     memory_limit: int | None = None,
     quiet: bool = False,
-    report: bool = True,
 ) -> JobResult:
     """Converts a dataset into sharded TFRecords plus a manifest under ``out_dir``.
 
     Raises:
-        UsageError: a missing dataset, an unwritable or locked output folder.
+        UsageError: a missing dataset, an unwritable or locked output folder, a target
+            shape whose records cannot fit in memory.
         DatasetError: a dataset with no usable layout or no cases.
-        JobError: nothing could be published (every case failed, or ``on_error = "fail"``).
+        JobError: nothing could be published (every case failed, ``on_error = "fail"``,
+            no space left on the output's disk).
     """
     data, out_dir = Path(data), Path(out_dir)
     if not data.exists():
         raise UsageError(f"{data}: no such dataset (a folder, a dataset.json folder or a CSV/TSV file)")
+    if not os.access(data, os.R_OK) or (data.is_dir() and not os.access(data, os.X_OK)):
+        raise UsageError(f"{data}: cannot read the dataset (permission denied)")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".write-test-{os.getpid()}"
@@ -135,18 +132,20 @@ def run_job(
         raise UsageError(f"{out_dir}: cannot write here ({err.strerror or err})") from None
     with output_lock(out_dir):
         return _Job(data, out_dir, config, workers or default_workers(), scheduler,
-                    memory_limit, quiet, report).run()
+                    memory_limit, quiet).run()
 
 
 class _Job:
     def __init__(self, data: Path, out_dir: Path, config: PipelineConfig, workers: int,
-                 scheduler: str | None, memory_limit: int | None, quiet: bool, report: bool) -> None:
+                 scheduler: str | None, memory_limit: int | None, quiet: bool) -> None:
         self.data, self.out_dir, self.config = data, out_dir, config
         self.workers, self.scheduler, self.memory_limit = workers, scheduler, memory_limit
-        self.quiet, self.report = quiet, report
+        self.quiet = quiet
         self.failures: list[Failure] = []
         self.timings: dict[str, float] = {}
-        self.notes: list[str] = []
+        self.notes: list[str] = []  # about the content: they go into the manifest
+        self.events: list[str] = []  # about this run on this OUT (reuse, clean-up): summary only
+        self.warnings: list[str] = []
         self.cache_dir = out_dir / "cache.zarr"
 
     def fail(self, failure: Failure, progress: Progress | None = None) -> None:
@@ -168,29 +167,57 @@ class _Job:
             self.timings[name] = round(time.perf_counter() - start, 3)
 
     def run(self) -> JobResult:
+        cfg = self.config
         with self.stage("discover"):
-            dataset = discover(self.data)
+            dataset = discover(self.data, unlabelled=cfg.job.unlabelled)
+        self.notes.extend(dataset.notes)
         for case_id, path, problem in dataset.problems:
             self.fail(Failure(case_id, path, problem))
+        if cfg.preprocess.target_shape is not None:
+            self.check_record_size(cfg.preprocess.target_shape, 1)
         with self.stage("headers"):
-            cases, weights, target_shape, channels = self.headers(dataset)
+            surveyed = survey(dataset, cfg, lambda c, p, e: self.fail(Failure(c, p, e)),
+                              memory_limit=self.memory_limit, available=_available_memory())
+        if not surveyed.cases:
+            raise JobError(f"{self.data}: no case could be read ({len(self.failures)} failed); nothing published")
+        if cfg.preprocess.target_shape is not None:
+            self.check_record_size(cfg.preprocess.target_shape, surveyed.channels)
+        removed = publish.sweep(self.out_dir)
+        if removed:
+            self.events.append(f"removed {len(removed)} unpublished file(s) an interrupted job left")
         with self.stage("convert"):
-            results = self.convert(dataset, cases, weights)
+            results = self.convert(dataset, list(surveyed.cases), list(surveyed.weights))
         ok = {r.case_id: r for r in results if r.ok}
         if not ok:
             raise JobError(f"{self.data}: no case could be converted ({len(self.failures)} failed); nothing published")
+        target = self.target_shape(ok)
+        self.check_record_size(target, surveyed.channels)
         with self.stage("plan"):
-            plan, spec = self.plan(dataset, ok, target_shape, channels)
+            plan = self.plan(dataset, ok, target)
+            spec = self.record_spec(dataset, ok, target, surveyed.channels)
         with self.stage("write"):
-            shards = self.write(plan, spec, dataset, ok)
-        manifest = self.manifest(dataset, plan, spec, shards, ok)
+            try:
+                shards = self.write(plan, spec, dataset, ok)
+            except BaseException as err:
+                if isinstance(err, KeyboardInterrupt):
+                    backends.stop()  # no worker may rename a shard into place after the sweep
+                publish.sweep(self.out_dir)  # what this job wrote and never published
+                raise
+        before = set(publish.manifest_files(self.out_dir))
+        manifest = build_manifest(dataset=dataset, data_name=self.data.name, plan=plan, spec=spec,
+                                  shards=shards, metas={k: r.meta for k, r in ok.items()},
+                                  failures=self.failures, notes=self.notes, config=cfg)
+        atomic_write_text(self.out_dir / "plan.json", plan_json(plan))
         write_manifest(self.out_dir, manifest)
-        self.cleanup(manifest)
+        deleted, retired = publish.finish(self.out_dir, before, publish.manifest_files(self.out_dir))
+        self.report_files(deleted, retired)
         self.write_failures()
-        from volprep.shards import atomic_write_json
-
         atomic_write_json(self.out_dir / "timings.json", self.timings)
-        result = JobResult(
+        for split, info in manifest["splits"].items():
+            if info["num_records"] == 0:
+                self.warnings.append(f"split {split!r} holds 0 records: volprep.load(split={split!r}) "
+                                     "yields nothing (too few cases for its fraction?)")
+        return JobResult(
             out_dir=self.out_dir,
             exit_code=EXIT_PARTIAL if self.failures else EXIT_OK,
             manifest=manifest,
@@ -199,86 +226,21 @@ class _Job:
             cases_converted=len(ok),
             cases_reused=sum(1 for r in ok.values() if r.reused),
             timings=self.timings,
-            notes=self.notes,
+            notes=self.events,
+            warnings=self.warnings,
         )
-        if self.report:
-            from volprep.report import write_report
-
-            with self.stage("report"):
-                try:
-                    write_report(self.out_dir, result)
-                except Exception as err:  # noqa: BLE001 - a plot must never fail a finished job
-                    log.warning("report not written: %s", err)
-        return result
-
-    # -- headers: target shape, channels, memory ------------------------------------------
-    def headers(self, dataset: Dataset) -> tuple[list[Case], list[int], tuple[int, int, int], int]:
-        from volprep import io
-        from volprep.preprocess import reduced_shape, shape_multiple
-
-        cfg = self.config
-        cases: list[Case] = []
-        weights: list[int] = []
-        shapes: list[tuple[int, int, int]] = []
-        chans: list[int] = []
-        for case in dataset.cases:
-            try:
-                headers = [io.read_header(p, cfg.read) for p in case.images]
-            except InputError as err:
-                self.fail(Failure(case.case_id, err.path, err.problem))
-                continue
-            first = headers[0]
-            n_chan = first.shape[3] if len(first.shape) == 4 else len(headers)
-            if case.mask is not None:
-                try:
-                    headers_mask = [io.read_header(case.mask, cfg.read)]
-                except InputError as err:
-                    self.fail(Failure(case.case_id, err.path, err.problem))
-                    continue
-            else:
-                headers_mask = []
-            weight = sum(io.estimate_working_bytes(h) for h in [*headers, *headers_mask])
-            if self.memory_limit is not None and weight > self.memory_limit:
-                self.fail(Failure(case.case_id, str(first.path),
-                                  f"needs about {_human(weight)} to convert, more than --memory-limit {_human(self.memory_limit)}"))
-                continue
-            cases.append(case)
-            weights.append(weight)
-            chans.append(n_chan)
-            shapes.append(tuple(reduced_shape(tuple(first.shape[:3]), first.affine, cfg.preprocess)))  # type: ignore[arg-type]
-        if not cases:
-            raise JobError(f"{self.data}: no case could be read ({len(self.failures)} failed); nothing published")
-        channels = statistics.mode(chans)
-        kept_cases, kept_weights, kept_shapes = [], [], []
-        for case, weight, n_chan, shape in zip(cases, weights, chans, shapes, strict=True):
-            if n_chan != channels:
-                self.fail(Failure(case.case_id, str(case.images[0]),
-                                  f"has {n_chan} channel(s), the dataset has {channels}"))
-                continue
-            kept_cases.append(case)
-            kept_weights.append(weight)
-            kept_shapes.append(shape)
-        if cfg.preprocess.target_shape is not None:
-            target: tuple[int, ...] = cfg.preprocess.target_shape
-        else:
-            multiple = shape_multiple(cfg.preprocess)
-            median = np.median(np.array(kept_shapes), axis=0)
-            target = tuple(int(max(multiple, multiple * round(m / multiple))) for m in median)
-            self.notes.append(f"target_shape planned from the dataset (median after reduction): {list(target)}")
-        return kept_cases, kept_weights, target, channels  # type: ignore[return-value]
 
     # -- convert -------------------------------------------------------------------------
     def convert(self, dataset: Dataset, cases: list[Case], weights: list[int]) -> list[CaseResult]:
         self.cache_dir.mkdir(exist_ok=True)
-        from volprep.cache import CaseCache
-
         CaseCache(self.cache_dir).sweep()  # half-written cases of a killed run (we hold the lock)
         declared = tuple(sorted(dataset.label_names)) if dataset.label_names else None
         # Fidelity (PSNR/SSIM of a lossy reduction) on a fixed, seed-independent sample.
-        sample = set(sorted(order_key(0, c.case_id) for c in cases)[:self.config.job.fidelity_sample])
-        tasks = [(case, self.config, str(self.cache_dir), declared, order_key(0, case.case_id) in sample)
+        sample_keys = set(sorted(order_key(0, c.case_id) for c in cases)[:self.config.job.fidelity_sample])
+        tasks = [(case, self.config, str(self.cache_dir), declared, order_key(0, case.case_id) in sample_keys)
                  for case in cases]
         results: list[CaseResult | None] = [None] * len(cases)
+        recomputed = 0
         with Progress(len(tasks), "convert cases", quiet=self.quiet) as progress:
             for index, result in run_tasks(convert_case, tasks, workers=self.workers,
                                            scheduler=self.scheduler, weights=weights,
@@ -286,19 +248,41 @@ class _Job:
                 case = cases[index]
                 if isinstance(result, WorkerDied):
                     result = CaseResult(case.case_id, ok=False, path=str(case.images[0]), error=result.reason)
+                if result.fatal:
+                    raise JobError(f"{result.fatal}; nothing published")
                 results[index] = result
+                recomputed += bool(result.recomputed)
                 if not result.ok:
                     self.fail(Failure(case.case_id, result.path, result.error), progress)
                 progress.update(1, "reused" if result.reused else None)
+        if recomputed:
+            self.events.append(f"cache: {recomputed} damaged entr{'y' if recomputed == 1 else 'ies'} recomputed")
         return [r for r in results if r is not None]
 
-    # -- plan ----------------------------------------------------------------------------
-    def plan(self, dataset: Dataset, ok: dict[str, CaseResult], target_shape: tuple[int, int, int],
-             channels: int) -> tuple[Any, RecordSpec]:
-        from volprep.augment.spec import sample
-        from volprep.plan import PlanEntry, make_plan, write_plan
-        from volprep.preprocess import dataset_statistics
+    # -- target shape --------------------------------------------------------------------
+    def target_shape(self, ok: dict[str, CaseResult]) -> tuple[int, int, int]:
+        pre = self.config.preprocess
+        if pre.target_shape is not None:
+            return pre.target_shape
+        target = plan_target_shape([r.meta["shape"] for r in ok.values()], pre)
+        what = "after reduction and foreground crop" if pre.crop_foreground else "after reduction"
+        self.notes.append(f"target_shape planned from the dataset (median {what}): {list(target)}")
+        return target
 
+    def check_record_size(self, target: tuple[int, ...], channels: int) -> None:
+        """Refuses, before any work, a target shape whose records cannot be held in memory."""
+        voxels = math.prod(int(t) for t in target)
+        workers = backends.worker_count(self.workers, backends.usable_cores())[0] if not self.scheduler else 1
+        need = voxels * channels * 4 * RECORD_WORKING_COPIES * max(1, workers)
+        limit = min(self.memory_limit or _available_memory(), _available_memory())
+        if need > limit:
+            raise UsageError(
+                f"[preprocess] target_shape {list(target)}: writing one record needs about "
+                f"{human_bytes(need // max(1, workers))} per worker ({human_bytes(need)} for "
+                f"{workers}), more than the {human_bytes(limit)} of memory available")
+
+    # -- plan ----------------------------------------------------------------------------
+    def plan(self, dataset: Dataset, ok: dict[str, CaseResult], target: tuple[int, int, int]) -> Plan:
         cfg = self.config
         entries = []
         for case in dataset.cases:
@@ -311,142 +295,118 @@ class _Job:
             ))
         augment = cfg.augmentation()
 
-        def sampler(rng: np.random.Generator, case_id: str) -> dict[str, Any]:
-            return sample(augment, rng, target_shape).to_dict()
+        def sampler(job_seed: int, case_id: str, copy: int) -> dict[str, Any]:
+            return sample(augment, (job_seed, case_id, copy), target).to_dict()
 
         subset = set(cfg.balance.subset) if cfg.balance.subset else None
         if cfg.balance.subset_column:
-            subset = _subset_from_column(self.data, cfg.balance.subset_column)
+            subset = subset_from_column(dataset, cfg.balance.subset_column)
+        user = {c.case_id: c.split for c in dataset.cases if c.split}  # a `split` column...
+        if cfg.job.split_file:  # ... and the config's split file, which wins (the more explicit)
+            user = {**user, **read_split_file(cfg.job.split_file, cfg.job.split_fold)}
+        previous = previous_splits(self.out_dir / "plan.json")
         plan = make_plan(entries, dataset.class_names, cfg.job, cfg.balance, subset=subset,
-                         augment_sampler=sampler,
-                         label_names=dataset.label_names)
-        write_plan(self.out_dir / "plan.json", plan)
-        has_class = any(e.label is not None for e in entries)
-        has_mask = any(ok[e.case_id].meta.get("voxel_counts") is not None for e in entries)
+                         augment_sampler=sampler, label_names=dataset.label_names,
+                         user_splits=user, previous=previous)
+        origin = plan.split_origin
+        if origin.get("kept") or origin.get("user"):
+            new = {s: sum(1 for c in ids if c not in previous and c not in user) for s, ids in plan.splits.items()}
+            dealt = ", ".join(f"{s} {n}" for s, n in new.items())
+            self.events.append(f"splits: {origin.get('kept', 0)} case(s) kept the split they had, "
+                              f"{origin.get('user', 0)} from the user's split, {origin.get('new', 0)} new ({dealt})")
+        return plan
+
+    def record_spec(self, dataset: Dataset, ok: dict[str, CaseResult], target: tuple[int, int, int],
+                    channels: int) -> RecordSpec:
+        cfg = self.config
+        has_class = any(case.label is not None for case in dataset.cases if case.case_id in ok)
+        has_mask = any(r.meta.get("voxel_counts") is not None for r in ok.values())
         label_kind = {(True, True): "class+mask", (True, False): "class",
                       (False, True): "mask", (False, False): "none"}[(has_class, has_mask)]
         mask_max = max((int(r.meta.get("mask_max", 0)) for r in ok.values()), default=0)
         stats = None
         if cfg.preprocess.dataset_stats:
-            stats = tuple(dataset_statistics([ok[e.case_id].meta["stats"] for e in entries]))
+            stats = tuple(dataset_statistics([ok[c].meta["stats"] for c in sorted(ok)]))
         encoding, layout = "raw", None
         if cfg.preprocess.reduce == "wavelet" and cfg.preprocess.mode == "compress":
-            from volprep.preprocess import wavelet
-
+            if any(int(t) % shape_multiple(cfg.preprocess) for t in target):
+                raise UsageError(f"[preprocess] target_shape {list(target)} must be a multiple of "
+                                 f"{shape_multiple(cfg.preprocess)} for wavelet level {cfg.preprocess.level}")
             encoding = "wavelet-compress"
-            layout = wavelet.layout((*target_shape, channels), cfg.preprocess.wavelet,
-                                    cfg.preprocess.level, cfg.preprocess.keep,
-                                    values=cfg.preprocess.wavelet_values)
-        spec = RecordSpec(
-            cache_dir=str(self.cache_dir), target_shape=tuple(target_shape), channels=channels,  # type: ignore[arg-type]
+            layout = wavelet_codec.layout((*target, channels), cfg.preprocess.wavelet,
+                                          cfg.preprocess.level, cfg.preprocess.keep,
+                                          values=cfg.preprocess.wavelet_values)
+        return RecordSpec(
+            cache_dir=str(self.cache_dir), target_shape=tuple(target), channels=channels,  # type: ignore[arg-type]
             image_dtype=cfg.preprocess.dtype, image_encoding=encoding, label_kind=label_kind,
             mask_dtype="uint8" if mask_max <= 255 else "int16", preprocess=cfg.preprocess,
-            dataset_stats=stats,
-            class_of_case=tuple(sorted((k, int(v)) for k, v in plan.case_class.items() if v is not None)),
-            wavelet_layout=layout,
+            dataset_stats=stats, wavelet_layout=layout,
         )
-        return plan, spec
 
     # -- write shards --------------------------------------------------------------------
-    def write(self, plan: Any, spec: RecordSpec, dataset: Dataset,
+    def write(self, plan: Plan, spec: RecordSpec, dataset: Dataset,
               ok: dict[str, CaseResult]) -> dict[str, list[ShardInfo]]:
-        from volprep.augment.spec import Params
-
-        source = {c.case_id: str(c.images[0]) for c in dataset.cases}
+        by_case = {c.case_id: c for c in dataset.cases}
+        # what of each cached case decides its records: its arrays and the write-time meta
+        # (not, say, whether its fidelity was measured)
+        checksums = {k: [(r.meta.get("cache_checksum") or {}).get("image"),
+                         (r.meta.get("cache_checksum") or {}).get("mask"),
+                         r.meta.get("stats"), r.meta.get("grid"), r.meta.get("anchor")] for k, r in ok.items()}
         shard_bytes = int(self.config.job.shard_size_mb * 1e6)
+        published = publish.manifest_files(self.out_dir)
         tasks: list[ShardTask] = []
         for split in self.config.job.splits:
-            refs = [RecordRef(cid, 0, "", source.get(cid, "")) for cid in plan.splits.get(split, [])]
-            if split == "train":
-                for cid, copies in sorted(plan.copies.items()):
-                    for copy in copies:
-                        params = Params.from_dict(copy["params"]).to_json() if copy.get("params") else ""
-                        refs.append(RecordRef(cid, int(copy["copy"]), params, source.get(cid, "")))
+            refs = []
+            for cid in plan.splits.get(split, []):
+                copies = plan.copies.get(cid, []) if split == "train" else []
+                for copy in [{"copy": 0, "params": None}, *copies]:
+                    params = Params.from_dict(copy["params"]).to_json() if copy.get("params") else ""
+                    case = by_case[cid]
+                    refs.append(RecordRef(cid, int(copy["copy"]), params, str(case.images[0]),
+                                          label=case.label, counts_as=plan.case_class.get(cid)))
             try:
                 ordered = order_records(refs, self.config.job.seed)
             except ValueError as err:
                 raise JobError(f"split {split}: {err}") from None
+            tag = split_tag(spec, split, ordered, checksums)
             count = shard_count(len(ordered), record_bytes_estimate(spec), shard_bytes)
             for i, (start, end) in enumerate(shard_bounds(len(ordered), count)):
-                tasks.append(ShardTask(str(self.out_dir), split, i, count, tuple(ordered[start:end]), spec))
+                tasks.append(ShardTask(str(self.out_dir), split, i, count, tuple(ordered[start:end]), spec, tag))
         by_split: dict[str, list[ShardInfo | None]] = {
             s: [None] * sum(1 for t in tasks if t.split == s) for s in self.config.job.splits
         }
-        with Progress(len(tasks), "write shards", quiet=self.quiet) as progress:
-            for index, info in run_tasks(write_shard, [(t,) for t in tasks], workers=self.workers,
+        todo: list[ShardTask] = []
+        for task in tasks:
+            same = _already_written(self.out_dir, published.get(task.file_name), task)
+            if same is not None:
+                by_split[task.split][task.index] = same
+            else:
+                todo.append(task)
+        publish.begin(self.out_dir, [t.file_name for t in todo])
+        with Progress(len(todo), "write shards", quiet=self.quiet) as progress:
+            for index, info in run_tasks(write_shard, [(t,) for t in todo], workers=self.workers,
                                          scheduler=self.scheduler):
-                task = tasks[index]
+                task = todo[index]
                 if isinstance(info, WorkerDied):
                     raise JobError(f"{task.file_name}: {info.reason}; the previous manifest is unchanged")
+                if isinstance(info, ShardFailed):
+                    raise JobError(f"{info.file}: {info.reason}; the previous manifest is unchanged")
                 by_split[task.split][task.index] = info
                 progress.update(1)
+        if len(todo) < len(tasks):
+            self.events.append(f"{len(tasks) - len(todo)} shard(s) already held these exact records: not rewritten")
         return {s: [i for i in infos if i is not None] for s, infos in by_split.items()}
 
-    # -- manifest ------------------------------------------------------------------------
-    def manifest(self, dataset: Dataset, plan: Any, spec: RecordSpec,
-                 shards: dict[str, list[ShardInfo]], ok: dict[str, CaseResult]) -> dict[str, Any]:
-        cfg = self.config
-        features: dict[str, Any] = {
-            "image": {"dtype": spec.image_dtype, "shape": [*spec.target_shape, spec.channels],
-                      "encoding": spec.image_encoding},
-            "case_id": {"dtype": "string", "shape": [], "encoding": "bytes"},
-            "copy": {"dtype": "int64", "shape": [], "encoding": "int64"},
-            "augment": {"dtype": "string", "shape": [], "encoding": "bytes"},
-        }
-        if spec.wavelet_layout is not None:
-            features["image"]["layout"] = spec.wavelet_layout
-        mask_feature = {"dtype": spec.mask_dtype, "shape": list(spec.target_shape), "encoding": "raw"}
-        if spec.label_kind in ("class", "class+mask"):
-            features["label"] = {"dtype": "int64", "shape": [], "encoding": "int64"}
-        if spec.label_kind == "class+mask":
-            features["mask"] = mask_feature
-        elif spec.label_kind == "mask":
-            features["label"] = mask_feature
-        names = list(plan.classes) if plan.classes else []
-        train_counts: dict[int, int] = {}
-        for info in shards.get("train", []):
-            for k, v in info.class_counts.items():
-                train_counts[k] = train_counts.get(k, 0) + v
-        counts_after = {names[k] if 0 <= k < len(names) else str(k): v for k, v in sorted(train_counts.items())}
-        if counts_after and counts_after != {k: v for k, v in plan.counts_after.items() if v}:
-            raise JobError(f"internal error: train shards hold {counts_after}, the plan says {plan.counts_after}")
-        return {
-            "format_version": FORMAT_VERSION,
-            "volprep_version": __version__,
-            "dataset": {"name": self.data.name, "layout": dataset.layout,
-                        "num_cases": len(dataset.cases), "label_names": {str(k): v for k, v in (dataset.label_names or {}).items()}},
-            "features": features,
-            "splits": {
-                split: {
-                    "num_records": sum(s.num_records for s in infos),
-                    "num_originals": len(plan.splits.get(split, [])),
-                    "shards": [{"file": s.file, "num_records": s.num_records,
-                                "num_bytes": s.num_bytes, "sha256": s.sha256} for s in infos],
-                }
-                for split, infos in shards.items()
-            },
-            "classes": {"names": names, "counts_before": dict(plan.counts_before),
-                        "counts_after": dict(plan.counts_after),
-                        "per_split": {k: dict(v) for k, v in plan.per_split_counts.items()}},
-            "normalization": {"method": cfg.preprocess.normalize,
-                              "dataset_stats": list(spec.dataset_stats) if spec.dataset_stats else None},
-            "fidelity": _fidelity(ok),
-            "target_shape": list(spec.target_shape),
-            "notes": sorted(set(self.notes)),
-            "case_notes": _case_notes(ok),
-            "failures": [dataclasses.asdict(f) for f in sorted(self.failures, key=lambda f: (f.case, f.path))],
-            "config": cfg.to_dict(),
-            "seed": cfg.job.seed,
-        }
-
-    def cleanup(self, manifest: dict[str, Any]) -> None:
-        """Removes shards of earlier runs that the new manifest no longer lists."""
-        keep = {s["file"] for split in manifest["splits"].values() for s in split["shards"]}
-        for path in self.out_dir.glob("*.tfrecord"):
-            if path.name not in keep:
-                path.unlink()
-        for path in self.out_dir.glob(".*.tmp-*"):
-            path.unlink(missing_ok=True)
+    def report_files(self, deleted: list[str], retired: list[str]) -> None:
+        if deleted:
+            self.events.append(f"removed {len(deleted)} shard file(s) retired by the job before")
+        if retired:
+            self.events.append(f"kept {len(retired)} shard file(s) of the previous manifest until the next job "
+                              "(a loader still reading them can finish its epoch)")
+        foreign = publish.foreign_files(self.out_dir)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            self.events.append(f"left alone: {len(foreign)} .tfrecord file(s) volprep did not write ({shown})")
 
     def write_failures(self) -> None:
         buf = _io.StringIO()
@@ -457,48 +417,30 @@ class _Job:
         atomic_write_text(self.out_dir / "failures.csv", buf.getvalue())
 
 
-def _routine(note: str) -> bool:
-    """Notes every healthy case carries (which header field gave the affine)."""
-    return note.startswith("affine from") and "unusable" not in note
-
-
-def _case_notes(ok: dict[str, CaseResult]) -> dict[str, int]:
-    """How many converted cases carry each non-routine note (e.g. an affine fallback)."""
-    counts: dict[str, int] = {}
-    for result in ok.values():
-        for note in result.meta.get("notes", []):
-            if not _routine(note):
-                counts[note] = counts.get(note, 0) + 1
-    return dict(sorted(counts.items()))
-
-
-def _fidelity(ok: dict[str, CaseResult]) -> dict[str, Any] | None:
-    values = [r.meta["fidelity"] for _, r in sorted(ok.items()) if r.meta.get("fidelity")]
-    if not values:
+def _already_written(out_dir: Path, entry: dict[str, Any] | None, task: ShardTask) -> ShardInfo | None:
+    """The published shard of the same name, if its file still holds exactly its bytes."""
+    if entry is None or entry.get("num_records") != len(task.records):
         return None
-    out: dict[str, Any] = {"num_cases": len(values)}
-    for key in ("psnr", "ssim", "ratio"):
-        xs = [float(v[key]) for v in values if v.get(key) is not None]
-        if xs:
-            out[key] = {"min": round(min(xs), 4), "median": round(float(np.median(xs)), 4)}
-    return out
+    path = out_dir / task.file_name
+    try:
+        if path.stat().st_size != entry["num_bytes"]:
+            return None
+        from volprep.verify import sha256_file
+
+        if sha256_file(path) != entry["sha256"]:
+            return None
+    except (OSError, KeyError):
+        return None
+    counts: dict[int, int] = {}
+    for ref in task.records:
+        if ref.counts_as is not None:
+            counts[ref.counts_as] = counts.get(ref.counts_as, 0) + 1
+    return ShardInfo(task.file_name, len(task.records), int(entry["num_bytes"]), str(entry["sha256"]), counts)
 
 
-def _subset_from_column(data: Path, column: str) -> set[str]:
-    """Case ids whose ``column`` in the dataset's labels CSV is true (1/true/yes)."""
-    for name in ("labels.csv", "labels.tsv"):
-        path = data / name if data.is_dir() else data
-        if path.is_file():
-            with open(path, newline="") as fh:
-                rows = list(csv.DictReader(fh, delimiter="\t" if path.suffix == ".tsv" else ","))
-            if rows and column in rows[0]:
-                return {r.get("case_id", "") for r in rows if str(r[column]).strip().lower() in ("1", "true", "yes")}
-    raise UsageError(f"{data}: no labels CSV with a column {column!r} (balance.subset_column)")
+def _available_memory() -> int:
+    """Bytes of memory the job may count on: what the machine has available now."""
+    return int(psutil.virtual_memory().available)
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TiB"
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "Failure", "InputError", "JobResult", "run_job"]

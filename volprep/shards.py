@@ -5,9 +5,17 @@ Record order is a salted hash of each record's stable key ``(case_id, copy)``
 gives the same shards; a duplicate key is an error naming both sources. Shard boundaries
 are a pure function of the record count and the estimated bytes (TFDS habit: we split by
 count, not by running byte totals, so a shard's content never depends on another
-shard's). Each shard is one task: it loads its cases from the cache, normalises, renders
-planned augmented copies, encodes ``tf.train.Example`` records, writes them to a
-temporary name, fsyncs and renames; its sha256 is computed on the bytes written.
+shard's). Each shard is one task: it loads its cases from the cache (checked against their
+checksums), cuts each case's target window (:func:`volprep.preprocess.window_case`, the
+one crop/pad of the flow), normalises, renders planned augmented copies, encodes
+``tf.train.Example`` records, writes them to a temporary name, fsyncs and renames; its
+sha256 is computed on the bytes written.
+
+Shard files are named ``<split>-<tag>-<index:05d>-of-<count:05d>.tfrecord``. The tag is a
+hash of everything that decides the split's bytes (record spec, ordered records, each
+case's cache checksums; :func:`split_tag`), so a rerun that would write other bytes writes
+them under other names, never over the files the published manifest names, while a rerun
+that would write the same bytes finds them already there (see :mod:`volprep.publish`).
 """
 
 from __future__ import annotations
@@ -17,13 +25,16 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from volprep.seeds import order_key
+
+RECORD_FORMAT = 2  # 2: the "affine" feature; windows placed by the anchor (see volprep.geometry)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +45,8 @@ class RecordRef:
     copy: int = 0
     params: str = ""  # the augmentation parameters as canonical JSON (copies only)
     source: str = ""  # where the case came from, for duplicate-key messages
+    label: int | None = None  # the case's class label (the record's "label" of a class dataset)
+    counts_as: int | None = None  # the class the plan counts it under (balancing), if any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +60,11 @@ class ShardTask:
     records: tuple[RecordRef, ...]
     spec: RecordSpec
 
+    tag: str = ""
+
     @property
     def file_name(self) -> str:
-        return shard_name(self.split, self.index, self.count)
+        return shard_name(self.split, self.index, self.count, self.tag)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +80,23 @@ class RecordSpec:
     mask_dtype: str
     preprocess: Any  # PreprocessConfig
     dataset_stats: tuple[dict[str, float], ...] | None
-    class_of_case: tuple[tuple[str, int], ...]
     wavelet_layout: dict[str, Any] | None = None
+
+    def content_key(self) -> dict[str, Any]:
+        """What of the spec decides record bytes (not where the cache lives), JSON-able."""
+        data = dataclasses.asdict(self)
+        data.pop("cache_dir")
+        if dataclasses.is_dataclass(self.preprocess) and not isinstance(self.preprocess, type):
+            data["preprocess"] = dataclasses.asdict(self.preprocess)
+        return json.loads(json.dumps(data, default=str))
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardFailed:
+    """A shard that could not be written (a damaged cache entry, a full disk), and why."""
+
+    file: str
+    reason: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,9 +110,29 @@ class ShardInfo:
     class_counts: dict[int, int]
 
 
-def shard_name(split: str, index: int, count: int) -> str:
-    """``<split>-<index:05d>-of-<count:05d>.tfrecord``."""
-    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+def shard_name(split: str, index: int, count: int, tag: str) -> str:
+    """``<split>-<tag>-<index:05d>-of-<count:05d>.tfrecord``."""
+    return f"{split}-{tag}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+SHARD_PATTERN = re.compile(r"^(?P<split>[a-z][a-z0-9_]*)-(?P<tag>[0-9a-f]{8})-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
+"""What volprep's own shard names look like (other ``*.tfrecord`` files are never touched)."""
+
+
+def split_tag(spec: RecordSpec, split: str, ordered: Sequence[RecordRef], checksums: Mapping[str, Any]) -> str:
+    """8 hex digits naming one split's generation of shards: a hash of what decides its bytes.
+
+    Args:
+        spec: the record spec.
+        split: the split's name.
+        ordered: its records, in shard order.
+        checksums: ``{case id: the cache entry's checksums}`` of the cases it holds.
+    """
+    blob = json.dumps({
+        "format": RECORD_FORMAT, "spec": spec.content_key(), "split": split,
+        "records": [[r.case_id, r.copy, r.params, checksums.get(r.case_id)] for r in ordered],
+    }, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
 def order_records(records: Sequence[RecordRef], seed: int) -> list[RecordRef]:
@@ -127,14 +177,17 @@ def record_bytes_estimate(spec: RecordSpec) -> int:
 def render_record(spec: RecordSpec, ref: RecordRef, cached: Any) -> tuple[bytes, int | None]:
     """Builds the serialised Example for one record from its cached case.
 
-    Returns the record bytes and the class it counts under (None without classes).
+    Returns the record bytes and the class the plan counts it under (None without classes).
     """
     from volprep.augment import numpy_ops
     from volprep.augment.spec import Params
-    from volprep.preprocess import normalize
+    from volprep.geometry import Grid
+    from volprep.preprocess import normalize, window_case
     from volprep.records import encode_example
 
-    image, mask = fit_to_shape(cached.image, cached.mask, spec.target_shape)
+    grid = Grid.from_dict(cached.meta["grid"])
+    image, mask, window_grid = window_case(cached.image, cached.mask, grid, cached.meta["anchor"],
+                                           spec.target_shape, [st["floor"] for st in cached.meta["stats"]])
     image = normalize(image, cached.meta["stats"], spec.preprocess, _stats_list(spec.dataset_stats))
     if ref.copy and ref.params:  # no params: an identity augmentation
         image, mask = numpy_ops.apply(Params.from_json(ref.params), image, mask)
@@ -143,32 +196,16 @@ def render_record(spec: RecordSpec, ref: RecordRef, cached: Any) -> tuple[bytes,
         "copy": ref.copy,
         "augment": ref.params,
         "image": encode_image(image, spec),
+        "affine": np.ascontiguousarray(window_grid.affine, dtype="<f8").tobytes(),
     }
-    class_id = dict(spec.class_of_case).get(ref.case_id)
     if spec.label_kind in ("class", "class+mask"):
-        features["label"] = int(class_id if class_id is not None else -1)
+        if ref.label is None:
+            raise ValueError(f"case {ref.case_id} has no class label, but the records hold class labels")
+        features["label"] = int(ref.label)
     if mask is not None and "mask" in spec.label_kind:
         name = "label" if spec.label_kind == "mask" else "mask"
         features[name] = np.ascontiguousarray(mask, dtype=np.dtype(spec.mask_dtype).newbyteorder("<")).tobytes()
-    return encode_example(features), class_id
-
-
-def fit_to_shape(image: np.ndarray, mask: np.ndarray | None,
-                 target: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Centre crop/pad of a cached case to the job's target shape.
-
-    The image is padded with each channel's minimum (its background), the mask with 0.
-    Cropping happens here, not in the cache, so a new target shape (say, after cases are
-    added to the dataset) rewrites shards without recomputing any case.
-    """
-    from volprep.preprocess import crop
-
-    if tuple(image.shape[:3]) == tuple(target):
-        return image, mask  # nothing to crop or pad: no copy
-    plan = crop.centre_crop_pad_plan(image.shape, target)
-    fill = image.reshape(-1, image.shape[3]).min(axis=0) if image.size else 0.0
-    out = crop.centre_crop_pad(image, plan, fill)
-    return out, (crop.centre_crop_pad(mask, plan, 0) if mask is not None else None)
+    return encode_example(features), ref.counts_as
 
 
 def encode_image(image: np.ndarray, spec: RecordSpec) -> bytes:
@@ -187,13 +224,14 @@ def _stats_list(stats: tuple[dict[str, float], ...] | None) -> list[dict[str, fl
     return list(stats) if stats is not None else None
 
 
-def write_shard(task: ShardTask) -> ShardInfo:
+def write_shard(task: ShardTask) -> ShardInfo | ShardFailed:
     """Writes one shard atomically: temporary name, fsync, rename; returns its checksum.
 
     A shard is never visible under its final name until it is complete. Memory holds one
-    case (and its record) at a time.
+    case (and its record) at a time. A cache entry that fails its checks, or a write that
+    fails (no space left), gives :class:`ShardFailed` and leaves nothing behind.
     """
-    from volprep.cache import CaseCache
+    from volprep.cache import CacheDamaged, CaseCache
     from volprep.records import frame_record
 
     cache = CaseCache(Path(task.spec.cache_dir))
@@ -215,10 +253,13 @@ def write_shard(task: ShardTask) -> ShardInfo:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
+        fsync_dir(final.parent)
+    except CacheDamaged as err:
+        return ShardFailed(task.file_name, str(err))
+    except OSError as err:
+        return ShardFailed(task.file_name, f"cannot write {err.filename or final}: {err.strerror or err}")
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    fsync_dir(final.parent)
+        tmp.unlink(missing_ok=True)
     return ShardInfo(task.file_name, len(task.records), size, digest.hexdigest(), counts)
 
 

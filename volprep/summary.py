@@ -5,9 +5,12 @@ printed at the end of ``volprep shards`` (cases, failures, splits, balance, shar
 fidelity, time per stage, how to load the result); :func:`inspect_text` turns a manifest
 into the longer, deterministic description ``volprep inspect`` prints (no wall-clock
 figures, so the same manifest always gives the same text). Both are pure functions of
-their arguments apart from two harmless looks at the terminal and the output folder
-(colour only on a TTY; the report line only when a report exists); the same text lands in
-``OUT/report/summary.txt``.
+their arguments apart from harmless looks at the terminal and the output folder (colour
+only on a TTY; the report line only when a report exists; ``plan.json`` when no plan is
+given); the same text lands in ``OUT/report/summary.txt``. The summary stays short for
+any number of classes: its balance section lists at most nine classes, those that hold
+records (:mod:`volprep.report_classes`), sums up the rest in one line, and says so
+instead when balancing by case does not apply; ``inspect`` keeps the full class table.
 """
 
 from __future__ import annotations
@@ -17,6 +20,14 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from volprep.report_classes import (
+    balance_not_applicable,
+    class_counts,
+    hidden_text,
+    pick_classes,
+    read_plan,
+)
 
 _BOLD, _RED, _YELLOW, _GREEN, _RESET = "\033[1m", "\033[31m", "\033[33m", "\033[32m", "\033[0m"
 _KEY = 10  # width of the left-hand label column
@@ -97,22 +108,32 @@ def _split_rows(splits: Mapping[str, Any]) -> list[str]:
     return [f"{name:<{width}}  {what:<{what_width}}  {_shard_line(info)}" for name, what, info in described]
 
 
-def _class_rows(classes: Mapping[str, Any]) -> list[str]:
-    """``name  before -> after  (+copies)`` for the train split, aligned."""
-    names = [str(n) for n in classes.get("names", [])]
-    before = classes.get("counts_before") or {}
-    after = classes.get("counts_after") or {}
-    names = [n for n in names if n in before or n in after] or sorted(set(before) | set(after))
-    if not names:
-        return []
-    width = max(len(n) for n in names)
-    bw = max(len(str(before.get(n, 0))) for n in names)
-    aw = max(len(str(after.get(n, 0))) for n in names)
-    rows = []
-    for n in names:
-        b, a = int(before.get(n, 0)), int(after.get(n, 0))
-        extra = f"  (+{a - b} augmented)" if a > b else ""
-        rows.append(f"{n:<{width}}  {b:>{bw}} -> {a:>{aw}}{extra}")
+def _class_rows(classes: Mapping[str, Any], limit: int = 9) -> list[str]:
+    """The balance section: a title, then ``name  before -> after  (+copies)`` rows, aligned.
+
+    At most ``limit`` class rows (:func:`pick_classes`) and one line for the rest.
+    """
+    pick = pick_classes(class_counts(classes), limit)
+    if not pick.shown:
+        return [f"no class holds records ({len(pick.hidden)} named)"] if pick.hidden else []
+    title = "train records per class, before -> after balancing"
+    if pick.truncated:
+        n_large = limit // 3
+        title += f" (the {limit - n_large} rarest and {n_large} largest of {pick.with_records} classes with records)"
+    width = max(len(c.name) for c in pick.shown)
+    bw = max(len(str(c.before)) for c in pick.shown)
+    aw = max(len(str(c.after)) for c in pick.shown)
+    rows = [title + ":"]
+    for c in pick.shown:
+        if c.after > c.before:
+            extra = f"  (+{c.after - c.before} augmented)"
+        elif not c.after:
+            extra = "  (no train case; " + ", ".join(f"{s} {n}" for s, n in c.per_split.items() if n) + ")"
+        else:
+            extra = ""
+        rows.append(f"{c.name:<{width}}  {c.before:>{bw}} -> {c.after:>{aw}}{extra}")
+    if pick.hidden:
+        rows.append(hidden_text(pick.hidden))
     return rows
 
 
@@ -147,7 +168,7 @@ def _times_text(timings: Mapping[str, float]) -> str:
 
 
 def summary_text(result: Any, max_failures: int = 5, *, color: bool | None = None,
-                 report: bool | None = None) -> str:
+                 report: bool | None = None, plan: Mapping[str, Any] | None = None) -> str:
     """The summary printed at the end of ``volprep shards``.
 
     Args:
@@ -156,6 +177,8 @@ def summary_text(result: Any, max_failures: int = 5, *, color: bool | None = Non
         color: ANSI colour for the status and failures; ``None``: only when stdout is a
             terminal (and ``NO_COLOR`` is unset).
         report: add the line pointing at ``OUT/report/index.html``; ``None``: when it exists.
+        plan: the job's ``plan.json``, for whether balancing by case applies; ``None``: read
+            it from the output folder.
 
     Returns:
         The summary, lines joined by ``\\n`` (no trailing newline).
@@ -181,15 +204,23 @@ def summary_text(result: Any, max_failures: int = 5, *, color: bool | None = Non
     split_rows = _split_rows(m.get("splits", {}))
     for i, row in enumerate(split_rows):
         lines.append(_row("splits" if i == 0 else "", row))
+    notes = sorted(set(m.get("notes", [])) | set(getattr(result, "notes", []) or []))
+    if plan is None:
+        try:
+            plan = read_plan(out_dir)
+        except ValueError as err:
+            notes.append(f"plan.json not read: {err}")
+    not_applicable = balance_not_applicable(m, plan)
     class_rows = _class_rows(m.get("classes", {}))
-    if class_rows:
-        lines.append(_row("balance", "train records per class, before -> after balancing:"))
-        lines.extend(_row("", f"  {row}") for row in class_rows)
+    if not_applicable and class_rows:
+        lines.append(_row("balance", not_applicable[0].lower() + not_applicable[1:]))
+    elif class_rows:
+        lines.append(_row("balance", class_rows[0]))
+        lines.extend(_row("", f"  {row}") for row in class_rows[1:])
     lines.append(_row("records", _feature_text(m.get("features", {}))))
     fid = _fidelity_text(m.get("fidelity"))
     if fid:
         lines.append(_row("fidelity", fid))
-    notes = sorted(set(m.get("notes", [])) | set(getattr(result, "notes", []) or []))
     notes += [f"{n} case(s): {note}" for note, n in (m.get("case_notes") or {}).items()]
     for i, note in enumerate(notes):
         lines.append(_row("notes" if i == 0 else "", note))

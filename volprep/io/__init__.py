@@ -4,7 +4,10 @@ Formats: NIfTI-1/2 and Analyze (``.nii``, ``.nii.gz``, ``.hdr``/``.img``; either
 order), MetaImage (``.mha``, ``.mhd``), raw volumes with a JSON sidecar. The format is
 sniffed from the content; gzip is inflated with ``isal``, bounded by what the header
 claims. Headers are checked before any voxel is read (``HeaderError``), voxels after
-(``DataError``), labels against their image (``LabelError``). Arrays keep the file's voxel
+(``DataError``), labels against their image (``LabelError``; read them with
+``read_label_volume``, which refuses NaN/Inf whatever ``read.non_finite`` says). A file
+name found inside an input stays beside it (``base.companion_path``), and only regular files
+are opened (a FIFO or device is refused before it is opened). Arrays keep the file's voxel
 order ``(i, j, k[, c])`` and memory order (Fortran for NIfTI/MetaImage); affines are
 voxel -> RAS+ mm.
 """
@@ -16,6 +19,7 @@ from volprep.io.read import (
     estimate_working_bytes,
     read_case_images,
     read_header,
+    read_label_volume,
     read_volume,
 )
 
@@ -27,5 +31,6 @@ __all__ = [
     "estimate_working_bytes",
     "read_case_images",
     "read_header",
+    "read_label_volume",
     "read_volume",
 ]

@@ -10,20 +10,27 @@ the header claims into one buffer, applies scaling and the non-finite policy, an
 returns a :class:`Volume`. Arrays come back in the file's voxel order ``(i, j, k[, c])``
 and, for NIfTI/MetaImage, Fortran-ordered (the file's memory order, no copy); the
 preprocess stage reduces first and makes the small result C-contiguous.
+
+It also owns the two rules about *which* files a reader may open: a file name written
+inside an input file (or derived from its name) goes through :func:`companion_path`,
+which keeps it beside the file that names it, and every file is checked to be a regular
+file (:func:`require_regular_file`) before it is opened, since opening a FIFO blocks.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+import os
+import stat
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from volprep.config import ReadConfig
-from volprep.errors import DataError, HeaderError
+from volprep.errors import DataError, HeaderError, LabelError
 from volprep.io import gzipfast
 
 # The most bytes a compressed file may hold before its voxels (header and extensions).
@@ -100,6 +107,94 @@ def human_bytes(n: int | float) -> str:
             return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+# What ``stat`` says a path is, for the files a reader must not open.
+_FILE_KINDS: tuple[tuple[Callable[[int], bool], str], ...] = (
+    (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+)
+
+
+def require_regular_file(path: Path) -> os.stat_result:
+    """Checks, without opening it, that ``path`` (symlinks followed) is a regular file.
+
+    Every file a reader opens passes here first: opening a FIFO for reading blocks until
+    a writer appears (forever, in a job), and a device (``/dev/zero``, a disk) would feed
+    endless or foreign bytes into the shards.
+
+    Returns:
+        The file's ``os.stat`` result (its size is ``st_size``).
+
+    Raises:
+        HeaderError: a folder, FIFO, socket or device, e.g. ``not a regular file (a FIFO)``.
+        OSError: the path cannot be stat'ed (missing, permission denied); the read stage's
+            error boundary turns it into a one-line ``HeaderError``.
+    """
+    info = os.stat(path)
+    mode = info.st_mode
+    if stat.S_ISREG(mode):
+        return info
+    if stat.S_ISDIR(mode):
+        raise HeaderError(path, "is a folder, not a volume file")
+    kind = next((name for test, name in _FILE_KINDS if test(mode)),
+                f"file type {stat.S_IFMT(mode):#o}")
+    raise HeaderError(path, f"not a regular file ({kind})")
+
+
+def companion_path(referrer: Path, written: str) -> Path:
+    """The file that a name written inside ``referrer`` (or derived from its name) means.
+
+    The one place where a reader turns a file name found in an input into a path: a
+    MetaImage ``ElementDataFile``, an Analyze/NIfTI pair's other half, a raw volume's
+    sidecar or data file, and the readers to come (NRRD ``data file``, DICOM) use it too.
+    The name is resolved relative to ``referrer``'s folder. As for the paths a dataset
+    lists (``volprep.cases``), the rule is lexical, on the name as written: an absolute
+    path and a path that climbs out through ``..`` are refused, a plain name or a path
+    into a subfolder is accepted, and a symlink placed in the folder is followed like any
+    other file there (its target is the dataset author's choice, not the header's).
+    The path returned is the normalised one that was checked (``sub/../x`` -> ``x``).
+    Nothing is opened or stat'ed here; check the file with :func:`require_regular_file`.
+
+    Args:
+        referrer: the file whose content (or name) gave ``written``, as the user named it.
+        written: the file name as written, e.g. ``"case1.raw"`` or ``"data/case1.raw"``.
+
+    Raises:
+        HeaderError: (naming ``referrer``) an absolute path, a ``..`` escape, or a name
+            that is the folder itself (empty, ``.``).
+    """
+    if os.path.isabs(written):
+        raise HeaderError(
+            referrer, f"absolute data file path {written!r} refused: a data file must sit "
+            "beside its header",
+        )
+    normal = os.path.normpath(written)
+    if normal == os.curdir:  # "", "." or "sub/..": the folder itself
+        raise HeaderError(referrer, f"data file {written!r} names no file")
+    if normal == os.pardir or normal.startswith(os.pardir + os.sep):
+        raise HeaderError(
+            referrer, f"data file {written!r} climbs out of the header's folder through "
+            "'..': refused",
+        )
+    return referrer.parent / normal
+
+
+def find_companion(referrer: Path, names: Iterable[str]) -> Path | None:
+    """The first of ``names`` that exists beside ``referrer``, checked to be a regular file.
+
+    For companions derived from a file's own name (``x.hdr`` -> ``x.img``), which the
+    readers look for rather than read from a header.
+
+    Raises:
+        HeaderError: the companion found is not a regular file (a FIFO, a folder...).
+    """
+    for name in names:
+        candidate = companion_path(referrer, name)
+        if candidate.exists():
+            require_regular_file(candidate)
+            return candidate
+    return None
 
 
 def _fmt_shape(dims: Sequence[int]) -> str:
@@ -192,6 +287,7 @@ def build_header(layout: Layout, cfg: ReadConfig) -> Header:
             file (uncompressed files), or no usable affine.
     """
     path = layout.path
+    data_info = require_regular_file(layout.data_path)  # the formats check it; a backstop
     shape = spatial_shape(path, layout.dims, layout.channels)
     count = math.prod(shape)
     dtype = out_dtype(layout)
@@ -210,7 +306,7 @@ def build_header(layout: Layout, cfg: ReadConfig) -> Header:
             f"(at most {human_bytes(min(cfg.max_bytes, MAX_HEADER_BYTES))})",
         )
     if layout.compression is None:
-        size = layout.data_path.stat().st_size
+        size = data_info.st_size
         where = "" if layout.data_path == path else f" {layout.data_path.name}"
         if layout.offset >= size:
             raise HeaderError(
@@ -248,12 +344,21 @@ def _read_exact(path: Path, offset: int, out: np.ndarray) -> None:
             got += n
 
 
-def load_voxels(layout: Layout, header: Header, cfg: ReadConfig) -> Volume:
+def load_voxels(layout: Layout, header: Header, cfg: ReadConfig, *,
+                labels: bool = False) -> Volume:
     """Reads the voxels a checked header describes; scaling and non-finite policy applied.
+
+    Args:
+        layout: where and how the voxels are stored.
+        header: the checked header (:func:`build_header`).
+        cfg: the ``[read]`` config (``non_finite``).
+        labels: a label volume: NaN/Inf voxels are refused whatever ``read.non_finite``
+            says (a label has no "zero" fix: 0 is the background class).
 
     Raises:
         DataError: truncated or corrupt data, or non-finite voxels with
             ``read.non_finite = "fail"``.
+        LabelError: non-finite voxels in a label volume (``labels=True``).
     """
     stored = layout.stored
     count = math.prod(header.shape)
@@ -280,7 +385,10 @@ def load_voxels(layout: Layout, header: Header, cfg: ReadConfig) -> Volume:
     else:
         data = flat.reshape(header.shape, order=layout.order)
     if data.dtype.kind == "f":
-        notes.extend(_non_finite(layout.path, data, cfg))
+        if labels:
+            refuse_non_finite_labels(layout.path, data)
+        else:
+            notes.extend(_non_finite(layout.path, data, cfg))
     if len(notes) != len(header.notes):
         header = dataclasses.replace(header, notes=tuple(notes))
     return Volume(data=data, header=header)
@@ -304,15 +412,31 @@ def _to_output(flat: np.ndarray, layout: Layout, dtype: np.dtype) -> np.ndarray:
     return flat
 
 
-def _non_finite(path: Path, data: np.ndarray, cfg: ReadConfig) -> list[str]:
-    """Applies ``read.non_finite``; returns the notes to add."""
+def count_non_finite(data: np.ndarray) -> int:
+    """How many voxels of a float array are NaN or Inf (0 after one cheap pass when none)."""
     # One buffered float64 pass, no temporary: finite float32 values cannot sum to inf in
     # float64, so a non-finite total means at least one NaN/Inf voxel.
     with np.errstate(over="ignore", invalid="ignore"):
         total = np.add.reduce(data, axis=None, dtype=np.float64)
     if np.isfinite(total):
+        return 0
+    return int(np.count_nonzero(~np.isfinite(data)))
+
+
+def refuse_non_finite_labels(path: Path | str, data: np.ndarray) -> None:
+    """Raises ``LabelError`` when a label array holds NaN/Inf (the one home of that message)."""
+    bad = count_non_finite(data) if data.dtype.kind == "f" else 0
+    if bad:
+        raise LabelError(
+            path, f"label volume holds {bad} NaN/Inf values: labels must be whole numbers"
+        )
+
+
+def _non_finite(path: Path, data: np.ndarray, cfg: ReadConfig) -> list[str]:
+    """Applies ``read.non_finite``; returns the notes to add."""
+    bad = count_non_finite(data)
+    if not bad:
         return []
-    bad = int(np.count_nonzero(~np.isfinite(data)))
     if cfg.non_finite == "fail":
         raise DataError(
             path, f"{bad} of {data.size} voxels are NaN or Inf (read.non_finite = 'fail')"

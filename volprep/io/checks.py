@@ -16,7 +16,7 @@ import numpy as np
 
 from volprep.config import ReadConfig
 from volprep.errors import LabelError
-from volprep.io.base import Header, Volume
+from volprep.io.base import Header, Volume, refuse_non_finite_labels
 
 INT16_MAX = int(np.iinfo(np.int16).max)
 
@@ -24,10 +24,7 @@ INT16_MAX = int(np.iinfo(np.int16).max)
 def _values(path: object, data: np.ndarray) -> tuple[np.ndarray, int, int]:
     """The labels as an integer array (no copy for integer input), with min and max."""
     if data.dtype.kind == "f":
-        with np.errstate(over="ignore", invalid="ignore"):
-            total = np.add.reduce(data, axis=None, dtype=np.float64)
-        if not np.isfinite(total):
-            raise LabelError(str(path), "label volume holds NaN or Inf values")
+        refuse_non_finite_labels(str(path), data)
         rounded = np.rint(data)
         off = rounded != data
         if off.any():
@@ -50,7 +47,9 @@ def check_label(mask: Volume, image: Header, cfg: ReadConfig,
     """Checks a label volume against its image and returns it as integer labels.
 
     Args:
-        mask: the label volume as :func:`~volprep.io.read_volume` returned it.
+        mask: the label volume as :func:`~volprep.io.read_label_volume` returned it
+            (``read_volume`` under ``read.non_finite = "zero"`` has already turned NaN
+            labels into background, which no check here can see).
         image: the image's header (3D or 4D; its first three axes are the grid).
         cfg: the ``[read]`` config (``affine_tolerance``, in mm).
         declared: the label values the dataset declares, or None to accept any.
@@ -59,8 +58,8 @@ def check_label(mask: Volume, image: Header, cfg: ReadConfig,
         ``(i, j, k)`` labels, ``uint8`` or ``int16`` when a value exceeds 255.
 
     Raises:
-        LabelError: another grid, non-integer, negative or undeclared values, or a value
-            above 32767.
+        LabelError: another grid, NaN/Inf, non-integer, negative or undeclared values, or
+            a value above 32767.
     """
     path = mask.header.path
     data = mask.data

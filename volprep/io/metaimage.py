@@ -8,7 +8,9 @@ read: ``ObjectType``, ``NDims``, ``DimSize``, ``ElementType`` (``MET_UCHAR`` ...
 ``Rotation``/``Orientation``: the direction of axis ``n`` is elements ``n*N .. n*N+N-1``,
 as ITK reads it), ``ElementByteOrderMSB``/``BinaryDataByteOrderMSB``, ``BinaryData``,
 ``CompressedData`` (zlib), ``HeaderSize`` and ``ElementDataFile`` (``LOCAL`` or a file
-name; ``LIST`` and file patterns are refused). Other keys are ignored. MetaImage world
+name; ``LIST`` and file patterns are refused; a file name must lead to a regular file
+beside the header or in a folder below it: an absolute path or a ``..`` escape is
+refused by :func:`~volprep.io.base.companion_path`). Other keys are ignored. MetaImage world
 coordinates are LPS; the affine returned is NIfTI-style RAS (first two rows negated).
 """
 
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from volprep.errors import HeaderError
-from volprep.io.base import Layout
+from volprep.io.base import Layout, companion_path, require_regular_file
 
 MAX_HEADER_BYTES = 64 * 1024
 
@@ -156,9 +158,10 @@ def _data_file(path: Path, fields: dict[str, str], header_end: int,
         return path, header_end
     if name.upper().startswith("LIST") or "%" in name or " " in name:
         raise HeaderError(path, f"MetaImage ElementDataFile = {name!r}: only LOCAL or one file")
-    data_path = path.parent / name
-    if not data_path.is_file():
+    data_path = companion_path(path, name)
+    if not data_path.exists():
         raise HeaderError(path, f"MetaImage data file {name!r} not found next to the header")
+    require_regular_file(data_path)
     header_size = int(_numbers(path, fields, ("headersize",), 1, [0.0])[0])
     if header_size < -1 or (header_size == -1 and compressed):
         raise HeaderError(path, f"MetaImage HeaderSize = {header_size} is not supported")

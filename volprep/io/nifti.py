@@ -29,7 +29,7 @@ from nibabel.spm2analyze import Spm2AnalyzeHeader
 from volprep.config import ReadConfig
 from volprep.errors import HeaderError
 from volprep.io import gzipfast
-from volprep.io.base import Layout
+from volprep.io.base import Layout, find_companion
 
 HEADER_BYTES = 540  # the largest header (NIfTI-2); enough to sniff and decode any of them
 
@@ -68,25 +68,37 @@ def _endian(head: bytes, size: int) -> str:
 
 
 def _companion(path: Path, own: tuple[str, str], other: tuple[str, str]) -> Path | None:
-    """The file next to ``path`` with one of the ``other`` extensions, matching its case."""
+    """The file next to ``path`` with one of the ``other`` extensions, matching its case.
+
+    The name is derived from ``path``'s own name as given (a symlinked header's companion
+    is the one beside the link, not beside its target) and goes through
+    :func:`~volprep.io.base.find_companion`: kept beside ``path``, checked regular.
+    """
     name = path.name
     for ext in own:
         if name.lower().endswith(ext):
             stem, upper = name[: -len(ext)], name[-len(ext):].isupper()
-            for candidate_ext in other:
-                candidate = path.with_name(stem + (candidate_ext.upper() if upper else candidate_ext))
-                if candidate.exists():
-                    return candidate
+            return find_companion(
+                path, (stem + (e.upper() if upper else e) for e in other)
+            )
     return None
 
 
 def pair_image(path: Path) -> Path | None:
-    """The ``.img`` (or ``.img.gz``) next to a ``.hdr`` (or ``.hdr.gz``), if it exists."""
+    """The ``.img`` (or ``.img.gz``) next to a ``.hdr`` (or ``.hdr.gz``), if it exists.
+
+    Raises:
+        HeaderError: the ``.img`` found is not a regular file (a FIFO, a device...).
+    """
     return _companion(path, (".hdr.gz", ".hdr"), (".img", ".img.gz"))
 
 
 def pair_header(path: Path) -> Path | None:
-    """The ``.hdr`` next to a ``.img`` (either possibly ``.gz``), if it exists."""
+    """The ``.hdr`` next to a ``.img`` (either possibly ``.gz``), if it exists.
+
+    Raises:
+        HeaderError: the ``.hdr`` found is not a regular file (a FIFO, a device...).
+    """
     return _companion(path, (".img.gz", ".img"), (".hdr", ".hdr.gz"))
 
 

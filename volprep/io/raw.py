@@ -17,7 +17,9 @@ as ``"byteorder"`` cannot silently give wrong voxels):
 - ``offset``: bytes to skip at the start of the raw file (default 0; counted in the
   decompressed stream when the file is gzip).
 
-The data file may be gzip-compressed (recognised by its content).
+The data file may be gzip-compressed (recognised by its content). The sidecar cannot
+name a data file (no such key; an unknown key is refused): the pair is found by name,
+beside each other, through :func:`~volprep.io.base.find_companion`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 
 from volprep.errors import HeaderError
 from volprep.io import gzipfast
-from volprep.io.base import Layout
+from volprep.io.base import Layout, find_companion
 
 DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
           "float32", "float64")
@@ -39,7 +41,11 @@ MAX_SIDECAR_BYTES = 1 << 20
 
 
 def sidecar_for(path: Path) -> Path | None:
-    """The ``name.json`` next to ``name.raw`` / ``name.raw.gz``, if it exists."""
+    """The ``name.json`` next to ``name.raw`` / ``name.raw.gz``, if it exists.
+
+    Raises:
+        HeaderError: the sidecar found is not a regular file (a FIFO, a device...).
+    """
     name = path.name
     for ext in (".raw.gz", ".raw", ".gz"):
         if name.lower().endswith(ext):
@@ -47,17 +53,14 @@ def sidecar_for(path: Path) -> Path | None:
             break
     else:
         name = path.stem
-    candidate = path.with_name(name + ".json")
-    return candidate if candidate.exists() and candidate != path else None
+    if name + ".json" == path.name:
+        return None
+    return find_companion(path, (name + ".json",))
 
 
 def data_for(sidecar: Path) -> Path | None:
     """The ``name.raw`` (or ``name.raw.gz``) a ``name.json`` sidecar describes."""
-    for ext in (".raw", ".raw.gz", ".RAW"):
-        candidate = sidecar.with_name(sidecar.stem + ext)
-        if candidate.exists():
-            return candidate
-    return None
+    return find_companion(sidecar, (sidecar.stem + ext for ext in (".raw", ".raw.gz", ".RAW")))
 
 
 def _load_sidecar(path: Path, sidecar: Path) -> dict[str, Any]:

@@ -27,7 +27,15 @@ from nibabel.spatialimages import HeaderDataError
 from volprep.config import ReadConfig
 from volprep.errors import DataError, HeaderError, InputError, ResourceError
 from volprep.io import gzipfast, metaimage, nifti, raw
-from volprep.io.base import Header, Layout, Volume, build_header, human_bytes, load_voxels
+from volprep.io.base import (
+    Header,
+    Layout,
+    Volume,
+    build_header,
+    human_bytes,
+    load_voxels,
+    require_regular_file,
+)
 
 T = TypeVar("T")
 
@@ -63,8 +71,7 @@ def _guard(path: Path, error: type[InputError], work: Callable[[], T]) -> T:
 
 
 def _layout(path: Path, cfg: ReadConfig) -> Layout:
-    if path.is_dir():
-        raise HeaderError(path, "is a folder, not a volume file")
+    require_regular_file(path)  # before any open: opening a FIFO blocks
     lower = path.name.lower()
     if lower.endswith((".raw", ".raw.gz")):  # no signature: the sidecar says what it is
         sidecar = raw.sidecar_for(path)
@@ -143,9 +150,31 @@ def read_volume(path: Path, cfg: ReadConfig) -> Volume:
         DataError: truncated or corrupt voxel data, or NaN/Inf voxels with
             ``non_finite = "fail"``.
     """
-    path = Path(path)
+    return _read(Path(path), cfg, labels=False)
+
+
+def read_label_volume(path: Path, cfg: ReadConfig) -> Volume:
+    """Reads a label (segmentation) volume: :func:`read_volume`, but NaN/Inf is refused.
+
+    ``read.non_finite = "zero"`` is an image policy; applied to a label it would silently
+    turn NaN voxels into background (class 0), so a label volume holding any NaN/Inf is
+    refused whatever the policy. Pass the result to :func:`~volprep.io.check_label`.
+
+    Args:
+        path: the label file (any format :func:`read_header` reads).
+        cfg: the ``[read]`` config (``max_bytes``, ``allow_rgb``; ``non_finite`` unused).
+
+    Raises:
+        HeaderError: as :func:`read_header`.
+        DataError: truncated or corrupt voxel data.
+        LabelError: ``label volume holds N NaN/Inf values: labels must be whole numbers``.
+    """
+    return _read(Path(path), cfg, labels=True)
+
+
+def _read(path: Path, cfg: ReadConfig, *, labels: bool) -> Volume:
     layout, header = _checked(path, cfg)
-    return _guard(path, DataError, lambda: load_voxels(layout, header, cfg))
+    return _guard(path, DataError, lambda: load_voxels(layout, header, cfg, labels=labels))
 
 
 def _same_grid(a: Header, b: Header, tolerance: float) -> bool:

@@ -5,11 +5,15 @@ preprocessed (``channel_stats``) and stored with it, so normalisation runs at sh
 writing time without re-reading any input, from per-case or pooled dataset statistics.
 
 Foreground rule (one rule everywhere, ``foreground_mask``): a voxel is foreground when it
-exceeds ``min + 0.05 * (p99 - min)`` of its channel (p99 over all voxels), i.e. it stands
-clear of the background floor (zero-filled MRI background with its noise, CT air, and
-the padding added by crop/pad, which uses the minimum). A (near-)constant channel has no
-foreground. Percentiles ``p_low``/``p_high`` are taken over the foreground (over all
-voxels when there is none).
+exceeds ``floor + 0.05 * (p99 - floor)`` of its channel, where ``floor`` is the channel's
+0.5th percentile and p99 its 99th (both over all voxels), i.e. it stands clear of the
+background floor (zero-filled MRI background with its noise, CT air). The floor is a
+percentile, not the minimum, so a few outliers below the background (the ringing a
+wavelet approximation leaves at sharp edges, down to -64 on a T1 whose background is 0)
+cannot drag the threshold under the background noise. The same floor is what padding
+fills with (``channel_stats``'s ``floor``). A (near-)constant channel has no foreground.
+Percentiles ``p_low``/``p_high`` are taken over the foreground (over all voxels when
+there is none).
 
 Normalisers: "zscore" maps ``(x - mean) / std`` with the foreground statistics
 (``zscore_over = "foreground"``) or the all-voxel ones, applied to *every* voxel (as
@@ -29,6 +33,7 @@ import numpy as np
 from volprep.config import PreprocessConfig
 
 FOREGROUND_FRACTION = 0.05
+FLOOR_PERCENTILE = 0.5
 _EPS = 1e-8
 # Percentiles (a sort, ~15 ms on a 128x128x80 volume) are taken on every 2nd voxel along
 # each axis of volumes larger than this: 1/8 of the voxels, within a fraction of a percent
@@ -42,11 +47,15 @@ def _percentile_sample(channel: np.ndarray) -> np.ndarray:
     return channel
 
 
+def background_floor(channel: np.ndarray) -> tuple[float, float]:
+    """``(floor, p99)`` of one channel: its 0.5th and 99th percentiles (module docstring)."""
+    lo, hi = np.percentile(_percentile_sample(np.asarray(channel)), [FLOOR_PERCENTILE, 99.0])
+    return float(lo), float(hi)
+
+
 def foreground_threshold(channel: np.ndarray) -> float:
     """The intensity above which a voxel counts as foreground (see the module docstring)."""
-    values = np.asarray(channel)
-    lo = float(values.min())
-    hi = float(np.percentile(_percentile_sample(values), 99.0))
+    lo, hi = background_floor(channel)
     return lo + FOREGROUND_FRACTION * (hi - lo)
 
 
@@ -66,12 +75,14 @@ def channel_stats(image: np.ndarray, p_low: float, p_high: float) -> list[dict[s
 
     Returns:
         Per channel: ``n`` (voxels), ``mean``, ``std``, ``min``, ``max`` (all voxels),
-        ``fg_mean``, ``fg_std``, ``fg_fraction`` (foreground voxels), ``p_low``, ``p_high``.
+        ``fg_mean``, ``fg_std``, ``fg_fraction`` (foreground voxels), ``floor`` (the
+        background level padding fills with), ``p_low``, ``p_high``.
     """
     stats = []
     for c in range(image.shape[-1]):
         channel = np.asarray(image[..., c], dtype=np.float32)
-        threshold = foreground_threshold(channel)
+        floor, p99 = background_floor(channel)
+        threshold = floor + FOREGROUND_FRACTION * (p99 - floor)
         fg_values = channel[channel > threshold]
         ref = fg_values if fg_values.size else channel.ravel()
         sample = _percentile_sample(channel)
@@ -86,6 +97,7 @@ def channel_stats(image: np.ndarray, p_low: float, p_high: float) -> list[dict[s
             "fg_mean": float(ref.mean(dtype=np.float64)),
             "fg_std": float(ref.std(dtype=np.float64)),
             "fg_fraction": float(fg_values.size / channel.size),
+            "floor": floor,
             "p_low": float(lo),
             "p_high": float(hi),
         })

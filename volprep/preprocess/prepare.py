@@ -1,26 +1,35 @@
-"""``prepare_case``: one case's arrays through reorient, reduce, crop/pad and statistics.
+"""``prepare_case``: one case's arrays through reorient, reduce, foreground crop and statistics.
 
 This module owns the order of the preprocessing steps and the ``Prepared`` record the
 cache stores; each step's arithmetic lives in its own module (orient, downsample,
-resample, wavelet, crop, intensity, fidelity). It is a pure function of its arrays and
-the config. Memory order matters here: the reader's (often Fortran-ordered) array is
-reoriented as a view and reduced in its own memory order, and only the reduced result
-is made C-contiguous float32. Normalisation is *not* applied (``normalize`` runs when
-shards are written), so changing only the normaliser needs no re-read of any input.
+resample, wavelet, intensity, fidelity) and every grid involved is a
+:class:`volprep.geometry.Grid`. It is a pure function of its arrays and the config.
+Memory order matters here: the reader's (often Fortran-ordered) array is reoriented as a
+view and reduced in its own memory order, and only the reduced result is made
+C-contiguous float32.
+
+Two things happen later, when shards are written, from what the cache holds:
+normalisation (``normalize``), and the window of the job's target shape
+(:func:`window_case`, the one crop/pad of the flow), so changing either needs no re-read
+of any input. The window is centred on ``Prepared.anchor``, a world point (the centre of
+the reoriented scan, or of its foreground box), so every reduction of a case is cut
+around the same physical point (see :mod:`volprep.geometry`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from volprep.config import PreprocessConfig
 from volprep.errors import LabelError
-from volprep.preprocess import crop, downsample, fidelity, resample, wavelet
-from volprep.preprocess.intensity import channel_stats
+from volprep.geometry import Grid, foreground_box, window
+from volprep.preprocess import downsample, fidelity, resample, wavelet
+from volprep.preprocess.intensity import channel_stats, foreground_mask
 from volprep.preprocess.orient import reorient, reoriented_geometry, voxel_spacing
 
 
@@ -29,19 +38,28 @@ class Prepared:
     """A preprocessed case, as the cache stores it.
 
     Attributes:
-        image: float32 ``[D, H, W, C]``, C-contiguous, reduced and cropped/padded, not
-            normalised (for wavelet "compress" the full-resolution volume, encoded later).
+        image: float32 ``[D, H, W, C]``, C-contiguous, reduced (and cropped to the
+            foreground with ``crop_foreground``), not normalised, not windowed (for
+            wavelet "compress" the full-resolution volume, encoded when shards are written).
         mask: ``[D, H, W]`` uint8 (int16 when a label exceeds 255), or None.
-        affine: 4x4 voxel-to-world matrix of the output grid.
+        grid: the grid of ``image`` (shape and affine).
+        anchor: the world point (mm) the target window is centred on.
         meta: JSON-able: ``orientation``, ``reduce``, ``shape_before``, ``spacing_before``,
-            ``reduced_shape``, ``shape``, ``spacing``, ``crop_box``, ``pad_crop``, ``stats``,
-            ``fidelity`` and ``notes``.
+            ``reduced_shape``, ``shape``, ``spacing``, ``crop_box``, ``stats``,
+            ``fidelity``, ``notes``, ``grid``, ``anchor`` and ``scan_grid`` (the grid of
+            the scan as read, before reorientation: what predictions map back to).
     """
 
     image: np.ndarray
     mask: np.ndarray | None
-    affine: np.ndarray
+    grid: Grid
+    anchor: tuple[float, float, float]
     meta: dict[str, Any]
+
+    @property
+    def affine(self) -> np.ndarray:
+        """The 4x4 affine of ``image``'s grid."""
+        return self.grid.affine
 
 
 def shape_multiple(cfg: PreprocessConfig) -> int:
@@ -70,9 +88,8 @@ def reduced_shape(
         cfg: the preprocess config.
 
     Returns:
-        ``(D, H, W)`` after reorientation and reduction (wavelet "compress": the full
-        grid rounded up to :func:`shape_multiple`; with ``crop_foreground`` the real
-        shape is smaller and only known after reading).
+        ``(D, H, W)`` after reorientation and reduction (with ``crop_foreground`` the
+        real shape is smaller and only known after reading).
     """
     dims, new_affine = reoriented_geometry(tuple(shape), affine, cfg.orientation)
     if cfg.reduce == "downsample":
@@ -81,11 +98,24 @@ def reduced_shape(
         return resample.resample_grid(dims, new_affine, cfg.spacing, cfg.target_shape)[0]
     if cfg.reduce == "wavelet":
         step = wavelet.shape_multiple_for(cfg.level)
-        padded = _round_up(dims, step)
         if cfg.mode == "compress":
-            return padded
+            return dims
+        padded = _round_up(dims, step)
         return padded[0] // step, padded[1] // step, padded[2] // step
     return dims
+
+
+def plan_target_shape(shapes: Sequence[Sequence[int]], cfg: PreprocessConfig) -> tuple[int, int, int]:
+    """The target shape a job plans when the config sets none: the cases' median shape.
+
+    ``shapes`` are what preprocessing produced (reduced and, with ``crop_foreground``,
+    cropped to the foreground: a target planned from the uncropped shapes would pad every
+    case back to full size), each axis rounded to a multiple of :func:`shape_multiple`.
+    """
+    multiple = shape_multiple(cfg)
+    median = np.median(np.array([list(s)[:3] for s in shapes], dtype=np.float64), axis=0)
+    out = tuple(int(max(multiple, multiple * round(float(m) / multiple))) for m in median)
+    return out[0], out[1], out[2]
 
 
 def _mask_dtype(mask: np.ndarray, source: str) -> np.dtype:
@@ -105,6 +135,21 @@ def _shifted_blocks(mask: np.ndarray, start: tuple[int, int, int]) -> np.ndarray
     return mask[np.ix_(*index)]
 
 
+def _clip_to_range(out: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """Clips each channel of a reduced image to its input's range, in place.
+
+    Filters with negative lobes (wavelets, cubic splines) ring at sharp edges: a T1 whose
+    background is 0 comes out with voxels down to -64 next to the skull. Values no input
+    voxel had are artefacts, and they would drag the background floor (hence the
+    foreground and the z-score) down; block means and linear interpolation never leave
+    the input's range, so after this no reduction does.
+    """
+    for c in range(out.shape[-1]):
+        channel = image[..., c]
+        np.clip(out[..., c], np.float32(channel.min()), np.float32(channel.max()), out=out[..., c])
+    return out
+
+
 def _reduce(
     image: np.ndarray, mask: np.ndarray | None, affine: np.ndarray, cfg: PreprocessConfig, notes: list[str]
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
@@ -119,6 +164,8 @@ def _reduce(
     if cfg.reduce == "resample":
         out_shape, zoom, offset = resample.resample_grid(image.shape, affine, cfg.spacing, cfg.target_shape)
         out = resample.resample_image(image, out_shape, zoom, offset, cfg.interpolation)
+        if cfg.interpolation == "cubic":
+            _clip_to_range(out, image)
         small = resample.resample_labels(mask, out_shape, zoom, offset) if mask is not None else None
         return out, small, resample.grid_affine(affine, zoom, offset)
     if cfg.reduce == "wavelet" and cfg.mode == "approx":
@@ -126,7 +173,7 @@ def _reduce(
         padded, pad = wavelet.pad_to_multiple(image, step, mode="edge")
         if any(after for _, after in pad):
             notes.append(f"padded by {[p[1] for p in pad]} voxels (edge values) to multiples of {step}")
-        out = wavelet.approximation(padded, cfg.wavelet, cfg.level)
+        out = _clip_to_range(wavelet.approximation(padded, cfg.wavelet, cfg.level), image)
         phase = wavelet.approx_phase(cfg.wavelet, cfg.level)
         grid = np.eye(4)
         for axis in range(3):
@@ -153,11 +200,11 @@ def prepare_case(
     affine: np.ndarray,
     mask: np.ndarray | None,
     cfg: PreprocessConfig,
-    target_shape: tuple[int, int, int] | None,
+    target_shape: tuple[int, int, int] | None = None,
     fidelity_figures: bool = True,
     source: str = "<array>",
 ) -> Prepared:
-    """Reorients, reduces, crops/pads one case and gathers its statistics.
+    """Reorients and reduces one case, crops it to its foreground, gathers its statistics.
 
     Args:
         image: ``(i, j, k)`` or ``(i, j, k, c)`` as a reader returns it (any numeric dtype,
@@ -165,9 +212,8 @@ def prepare_case(
         affine: its 4x4 voxel-to-world matrix.
         mask: ``(i, j, k)`` integer label volume on the same grid, or None.
         cfg: the preprocess config.
-        target_shape: the output spatial shape (centred crop/pad, image padded with its
-            per-channel minimum, mask with 0), or None to keep the reduced shape (wavelet
-            "compress" still pads to multiples of ``2**level``).
+        target_shape: also cut the window of this shape (:func:`window_case`), as shards
+            are; None keeps the reduced grid (what the cache stores).
         fidelity_figures: measure ``meta["fidelity"]`` for lossy reductions (costs an
             upsampling or an encode/decode of the volume).
         source: names the case in error messages.
@@ -194,9 +240,11 @@ def prepare_case(
         raise ValueError(f"target shape {tuple(target_shape)} must be a multiple of {multiple} for wavelet level {cfg.level}")
 
     notes: list[str] = []
+    scan = Grid(image.shape[:3], affine)
     view, grid = reorient(image, affine, cfg.orientation)
     mask_view = reorient(mask, affine, cfg.orientation)[0] if mask is not None else None
     shape_before = tuple(int(n) for n in view.shape[:3])
+    source_grid = Grid((shape_before[0], shape_before[1], shape_before[2]), grid)
     lossy = cfg.reduce in ("downsample", "resample") or (cfg.reduce == "wavelet")
     fid: dict[str, Any] | None = None
 
@@ -213,41 +261,28 @@ def prepare_case(
             "ratio": fidelity.storage_ratio(math.prod(shape_before) * out.shape[3], stored),
             "against": "unreduced reoriented volume; reduced volume upsampled back linearly",
         }
+    if fidelity_figures and cfg.reduce == "wavelet" and cfg.mode == "compress":
+        fid = _compress_fidelity(out, cfg)
 
+    out_grid = Grid((reduced[0], reduced[1], reduced[2]), out_affine)
+    anchor = source_grid.centre()
     crop_box = None
     if cfg.crop_foreground:
-        crop_box = crop.foreground_box(out, small)
-        if crop_box is None:
+        fg = np.zeros(reduced, dtype=bool)
+        for c in range(out.shape[3]):
+            fg |= foreground_mask(out[..., c])
+        if small is not None:
+            fg |= small > 0
+        box = foreground_box(fg)
+        if box is None:
             notes.append("crop_foreground: no foreground found, nothing cropped")
         else:
-            out = np.ascontiguousarray(crop.crop_to_box(out, crop_box))
-            small = np.ascontiguousarray(crop.crop_to_box(small, crop_box)) if small is not None else None
-            out_affine = crop.shift_affine(out_affine, [b[0] for b in crop_box])
-
-    final_shape = target_shape
-    if final_shape is None and multiple > 1:
-        final_shape = _round_up(out.shape[:3], multiple)  # type: ignore[arg-type]
-    pad_crop = None
-    if final_shape is not None:
-        final_shape = (int(final_shape[0]), int(final_shape[1]), int(final_shape[2]))
-        pad_crop = crop.centre_crop_pad_plan(out.shape, final_shape)
-        fill = out.reshape(-1, out.shape[3]).min(axis=0) if out.size else 0.0
-        out = crop.centre_crop_pad(out, pad_crop, fill)
-        small = crop.centre_crop_pad(small, pad_crop, 0) if small is not None else None
-        offset = [pad_crop["crop"][a][0] - pad_crop["pad"][a][0] for a in range(3)]
-        out_affine = crop.shift_affine(out_affine, offset)
-
-    if fidelity_figures and cfg.reduce == "wavelet" and cfg.mode == "compress":
-        spec = wavelet.layout(out.shape, cfg.wavelet, cfg.level, cfg.keep, values=cfg.wavelet_values)  # type: ignore[arg-type]
-        encoded = wavelet.encode(out, cfg.wavelet, cfg.level, cfg.keep, values=cfg.wavelet_values)
-        decoded = wavelet.decode(encoded, spec)
-        fid = {
-            "psnr": fidelity.psnr(out, decoded),
-            "ssim": fidelity.central_ssim(out, decoded),
-            "ssim_region": "central 64^3 block",
-            "ratio": fidelity.storage_ratio(out.size, spec["nbytes"]),
-            "against": "stored full-resolution volume; decoded record",
-        }
+            (s0, s1, s2), (n0, n1, n2) = box
+            crop_box = [[s0, s0 + n0], [s1, s1 + n1], [s2, s2 + n2]]
+            out = np.ascontiguousarray(out[s0:s0 + n0, s1:s1 + n1, s2:s2 + n2])
+            small = np.ascontiguousarray(small[s0:s0 + n0, s1:s1 + n1, s2:s2 + n2]) if small is not None else None
+            out_grid = out_grid.box((s0, s1, s2), (n0, n1, n2))
+            anchor = out_grid.centre()
 
     if small is not None:
         small = np.ascontiguousarray(small, dtype=_mask_dtype(small, source))
@@ -258,11 +293,59 @@ def prepare_case(
         "spacing_before": list(voxel_spacing(grid)),
         "reduced_shape": list(reduced),
         "shape": [int(n) for n in out.shape],
-        "spacing": list(voxel_spacing(out_affine)),
+        "spacing": list(out_grid.spacing()),
         "crop_box": crop_box,
-        "pad_crop": pad_crop,
         "stats": channel_stats(out, cfg.p_low, cfg.p_high),
         "fidelity": fid,
         "notes": notes,
+        "grid": out_grid.to_dict(),
+        "anchor": [float(v) for v in anchor],
+        "scan_grid": scan.to_dict(),
     }
-    return Prepared(image=np.ascontiguousarray(out, dtype=np.float32), mask=small, affine=out_affine, meta=meta)
+    prepared = Prepared(image=np.ascontiguousarray(out, dtype=np.float32), mask=small, grid=out_grid,
+                        anchor=(float(anchor[0]), float(anchor[1]), float(anchor[2])), meta=meta)
+    if target_shape is None:
+        return prepared
+    image_w, mask_w, grid_w = window_case(prepared.image, prepared.mask, prepared.grid, prepared.anchor, target_shape,
+                                          fill=[st["floor"] for st in prepared.meta["stats"]])
+    return dataclasses.replace(prepared, image=image_w, mask=mask_w, grid=grid_w)
+
+
+def window_case(
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    grid: Grid,
+    anchor: tuple[float, float, float] | np.ndarray,
+    target_shape: tuple[int, int, int],
+    fill: Sequence[float],
+) -> tuple[np.ndarray, np.ndarray | None, Grid]:
+    """Cuts the target window out of a prepared case: the one crop/pad of the flow.
+
+    The window is centred on ``anchor`` (a world point); image and mask go through the
+    same window, the image padded with ``fill`` (one value a channel: the channel's
+    background floor, ``meta["stats"][c]["floor"]``), the mask with 0.
+
+    Returns:
+        ``(image, mask, grid)``: the windowed arrays (``image`` itself when the window is
+        its whole grid) and the window's grid, whose affine is the record's affine.
+    """
+    win = window(grid, target_shape, anchor)
+    out = win.apply(image, np.asarray(fill, dtype=np.float32))
+    small = win.apply(mask, 0) if mask is not None else None
+    return out, small, win.grid(grid)
+
+
+def _compress_fidelity(out: np.ndarray, cfg: PreprocessConfig) -> dict[str, Any]:
+    """PSNR/SSIM of wavelet "compress" on the stored volume (edge-padded to the multiple)."""
+    padded, _ = wavelet.pad_to_multiple(out, shape_multiple(cfg), mode="edge")
+    padded = np.ascontiguousarray(padded, dtype=np.float32)
+    spec = wavelet.layout(padded.shape, cfg.wavelet, cfg.level, cfg.keep, values=cfg.wavelet_values)  # type: ignore[arg-type]
+    encoded = wavelet.encode(padded, cfg.wavelet, cfg.level, cfg.keep, values=cfg.wavelet_values)
+    decoded = wavelet.decode(encoded, spec)
+    return {
+        "psnr": fidelity.psnr(padded, decoded),
+        "ssim": fidelity.central_ssim(padded, decoded),
+        "ssim_region": "central 64^3 block",
+        "ratio": fidelity.storage_ratio(padded.size, spec["nbytes"]),
+        "against": "stored full-resolution volume; decoded record",
+    }

@@ -6,8 +6,9 @@ output grid keeps the input's physical extent (``n_out * spacing_out`` equals
 grid centre is unchanged). Images are smoothed with a Gaussian of sigma ``(z - 1) / 2``
 input voxels along an axis shrunk by ``z > 1`` (skimage's anti-aliasing rule) and then
 interpolated with ``scipy.ndimage.affine_transform`` (order 1 "linear", or 3 "cubic" with
-its spline prefilter), edges clamped. Labels are sampled at the nearest input voxel,
-never interpolated, so their values stay a subset of the input's.
+its spline prefilter), edges clamped. Labels are sampled at the nearest input voxel
+(ties rounded up, the same way everywhere), never interpolated, so their values stay a
+subset of the input's.
 """
 
 from __future__ import annotations
@@ -111,7 +112,9 @@ def resample_labels(
     """Nearest-neighbour resampling of an ``(i, j, k)`` label volume (values never mixed)."""
     index = []
     for axis in range(3):
-        pos = np.round(zoom[axis] * np.arange(out_shape[axis]) + offset[axis]).astype(np.intp)
+        # floor(x + 0.5), not np.round: half-to-even would alternate the direction of exact
+        # ties (every voxel of a 1 -> 3 mm grid), sampling scan voxels 2, 4, 8, 10, ...
+        pos = np.floor(zoom[axis] * np.arange(out_shape[axis]) + offset[axis] + 0.5).astype(np.intp)
         index.append(np.clip(pos, 0, labels.shape[axis] - 1))
     return np.ascontiguousarray(labels[np.ix_(index[0], index[1], index[2])])
 

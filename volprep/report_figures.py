@@ -1,0 +1,232 @@
+"""The report's bar chart (``class_counts.png``) and histograms (``histograms.png``).
+
+Contract: each ``*_figure`` function is a pure function of the manifest (and plan, or the
+voxel samples) that returns a matplotlib ``Figure`` built with the object API (no pyplot,
+no global backend switch; matplotlib is imported lazily); each ``plot_*`` function saves
+one with :func:`save_figure` (atomically, at ``DPI``). The class chart stays readable for
+any number of classes: it shows at most ``MAX_BARS`` classes, the ones that hold records
+(:func:`volprep.report_classes.pick_classes`: in id order when they fit, else the rarest and the
+largest, rarest first), and says how many it leaves out; when balancing by case does not
+apply to the job (:func:`volprep.report_classes.balance_not_applicable`) its title and a text box
+say so.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from volprep.report_classes import ClassCount, balance_not_applicable, class_counts, pick_classes
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+DPI = 110
+MAX_BARS = 30  # classes a chart shows at most
+_NAME_CHARS = 18  # tick labels longer than this are cut
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """Saves a figure atomically (temporary name in the same folder, then rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=DPI)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is for reading
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def new_figure(width: float, height: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def plot_class_counts(manifest: Mapping[str, Any], plan: Mapping[str, Any] | None, path: Path) -> None:
+    """Writes ``class_counts.png`` (:func:`class_counts_figure`)."""
+    save_figure(class_counts_figure(manifest, plan), path)
+
+
+def class_counts_figure(manifest: Mapping[str, Any], plan: Mapping[str, Any] | None) -> Figure:
+    """Train records per class before/after balancing, and originals per class in each split.
+
+    Without classes: records (originals and copies) per split.
+
+    Args:
+        manifest: the manifest dict (``classes``: parallel ``names`` and ``ids``, count
+            tables keyed by name).
+        plan: the ``plan.json`` dict (its ``target`` and ``explanation``), or ``None``.
+
+    Returns:
+        The figure (not saved).
+    """
+    counts = class_counts(manifest.get("classes") or {})
+    if not counts:
+        return _split_figure(manifest.get("splits", {}))
+    pick = pick_classes(counts, MAX_BARS)
+    shown = pick.shown
+    per_split = bool((manifest.get("classes") or {}).get("per_split"))
+    why_not = balance_not_applicable(manifest, plan)
+    width = max(8.0, min(18.0, 3.0 + 0.55 * max(len(shown), 3) * (2 if per_split else 1)))
+    fig = new_figure(width, 4.6)
+    axes = fig.subplots(1, 2 if per_split else 1, squeeze=False)[0]
+    _train_panel(axes[0], shown, int((plan or {}).get("target", 0) or 0), why_not)
+    if per_split:
+        _split_panel(axes[1], shown)
+    if pick.truncated:
+        n_large = MAX_BARS // 3
+        for ax in axes:  # the gap between the rarest and the largest
+            ax.axvline(MAX_BARS - n_large - 0.5, color="#999999", lw=0.8, ls=":")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncols=4, frameon=False, fontsize=8)
+    notes = []
+    if pick.truncated:
+        notes.append(f"left: the {MAX_BARS - MAX_BARS // 3} rarest classes, right of the dotted line: the "
+                     f"{MAX_BARS // 3} largest (train records before balancing); {pick.with_records - len(shown)} "
+                     f"of {pick.with_records} classes with records not shown")
+    empty = sum(1 for c in pick.hidden if not c.held)
+    if empty:
+        notes.append(f"{empty} {'class' if empty == 1 else 'classes'} with 0 records not shown")
+    if notes:
+        fig.supxlabel("; ".join(notes), fontsize=8, color="#444444")
+    return fig
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= _NAME_CHARS else name[:_NAME_CHARS - 1] + "\u2026"
+
+
+def _class_ticks(ax: Axes, shown: Sequence[ClassCount]) -> None:
+    many = len(shown) > 4
+    ax.set_xticks(np.arange(len(shown)), [_short(c.name) for c in shown], rotation=45 if many else 0,
+                  ha="right" if many else "center", rotation_mode="anchor", fontsize=8 if len(shown) > 12 else 9)
+    ax.set_xlim(-0.6, len(shown) - 0.4)
+
+
+def _train_panel(ax: Axes, shown: Sequence[ClassCount], target: int, why_not: str | None) -> None:
+    """Before (originals) and after (originals + copies) bars per class, train split."""
+    from matplotlib.ticker import MaxNLocator
+
+    x = np.arange(len(shown))
+    b = np.array([c.before for c in shown])
+    a = np.array([c.after for c in shown])
+    w = 0.38
+    size = 7 if len(shown) > 12 else 8
+    ax.bar(x - w / 2, b, w, color="#8c8c8c", label="before (originals)")
+    ax.bar(x + w / 2, b, w, color="#4c72b0", label="after: originals")
+    ax.bar(x + w / 2, a - b, w, bottom=b, color="#dd8452", hatch="//", edgecolor="white",
+           label="after: augmented copies")
+    for xi, bi, ai in zip(x, b, a, strict=True):
+        ax.annotate(str(bi), (xi - w / 2, bi), ha="center", va="bottom", fontsize=size)
+        ax.annotate(f"{ai}" + (f"\n(+{ai - bi})" if ai > bi else ""), (xi + w / 2, ai),
+                    ha="center", va="bottom", fontsize=size)
+    if target:
+        ax.axhline(target, color="black", lw=0.8, ls="--", label=f"target: {target} a class")
+    top = max(int(a.max(initial=0)), int(b.max(initial=0)), 1)
+    ax.set_ylim(0, top * (1.6 if why_not else 1.2))  # room for the text box
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _class_ticks(ax, shown)
+    ax.set_ylabel("train records")
+    if why_not:
+        ax.set_title("Train split: records per class\n(balancing by case does not apply)", fontsize=10)
+        ax.text(0.02, 0.97, textwrap.fill(why_not, 70), transform=ax.transAxes, va="top", ha="left", fontsize=8,
+                bbox={"boxstyle": "round", "facecolor": "#fff6d5", "edgecolor": "#c8a800"})
+    else:
+        ax.set_title("Train split: records per class, before and after balancing", fontsize=10)
+
+
+def _split_panel(ax: Axes, shown: Sequence[ClassCount]) -> None:
+    """Original cases per class in each split."""
+    from matplotlib.ticker import MaxNLocator
+
+    x = np.arange(len(shown))
+    split_names = list(shown[0].per_split) if shown else []
+    sw = 0.8 / max(1, len(split_names))
+    size = 7 if len(shown) > 12 else 8
+    peak = 1
+    for s_i, split in enumerate(split_names):
+        counts = np.array([c.per_split.get(split, 0) for c in shown])
+        peak = max(peak, int(counts.max(initial=0)))
+        where = x - 0.4 + sw * (s_i + 0.5)
+        ax.bar(where, counts, sw, label=split)
+        for xi, c in zip(where, counts, strict=True):
+            if c:
+                ax.annotate(str(c), (xi, c), ha="center", va="bottom", fontsize=size)
+    ax.set_ylim(0, peak * 1.2)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _class_ticks(ax, shown)
+    ax.set_ylabel("original cases")
+    ax.set_title("Originals per class in each split", fontsize=10)
+    ax.legend(frameon=False, fontsize=8, loc="upper right")
+
+
+def _split_figure(splits: Mapping[str, Any]) -> Figure:
+    """Records per split, for a dataset without classes."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig = new_figure(6, 3.8)
+    ax = fig.add_subplot()
+    labels = list(splits)
+    orig = [int(splits[s].get("num_originals", splits[s]["num_records"])) for s in labels]
+    extra = [int(splits[s]["num_records"]) - o for s, o in zip(labels, orig, strict=True)]
+    ax.bar(labels, orig, color="#4c72b0", label="originals")
+    ax.bar(labels, extra, bottom=orig, color="#dd8452", hatch="//", label="augmented copies")
+    for pos, (o, e) in enumerate(zip(orig, extra, strict=True)):
+        ax.annotate(str(o + e), (pos, o + e), ha="center", va="bottom", fontsize=9)
+    ax.set_ylabel("records")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("Records per split (no classes in this dataset)")
+    ax.legend(frameon=False, loc="upper right")
+    return fig
+
+
+def plot_histograms(voxels: Mapping[tuple[str, bool], Sequence[np.ndarray]], method: str,
+                    path: Path) -> None:
+    """Writes ``histograms.png`` (:func:`histograms_figure`)."""
+    save_figure(histograms_figure(voxels, method), path)
+
+
+def histograms_figure(voxels: Mapping[tuple[str, bool], Sequence[np.ndarray]], method: str) -> Figure:
+    """``histograms.png``: voxel intensities after normalisation, per split (and copies)."""
+    fig_chans = max((a.shape[0] for arrays in voxels.values() for a in arrays), default=1)
+    n = min(fig_chans, 4)
+    fig = new_figure(5.2 * n, 3.8)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    pooled = [a for arrays in voxels.values() for a in arrays]
+    if not pooled:
+        axes[0].text(0.5, 0.5, "no records read", ha="center", va="center", transform=axes[0].transAxes)
+        return fig
+    for c, ax in enumerate(axes):
+        values = np.concatenate([a[c] for a in pooled if a.shape[0] > c])
+        values = values[np.isfinite(values)]
+        lo, hi = np.percentile(values, [0.01, 99.99]) if values.size else (0.0, 1.0)
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        bins = np.linspace(lo, hi, 101)
+        for (split, augmented), arrays in sorted(voxels.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            data = np.concatenate([a[c] for a in arrays if a.shape[0] > c])
+            data = data[np.isfinite(data)]
+            if not data.size:
+                continue
+            n = len(arrays)
+            label = f"{split} {'augmented' if augmented else 'originals'} ({n} record{'' if n == 1 else 's'})"
+            ax.hist(data, bins=bins, histtype="step", density=True, lw=1.3,
+                    ls="--" if augmented else "-", label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("intensity after normalisation")
+        ax.set_ylabel("density (log)")
+        ax.set_title(f"channel {c}", fontsize=9)
+        ax.legend(frameon=False, fontsize=7, loc="upper right")
+    fig.suptitle(f"Voxel intensities as stored ({method} normalisation), a sample of records", fontsize=10)
+    return fig
+
+

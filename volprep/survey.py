@@ -1,0 +1,86 @@
+"""The header survey: every case's headers read and checked before any voxel is.
+
+Reads each case's image and mask headers (``volprep.io.read_header``), so a bad header
+fails its case before any worker starts, and estimates the memory each case needs to
+convert (the array as read, float32 working copies, and the reduced grid, which a
+resampling to a fine spacing can make far larger than the scan). A case whose estimate
+alone exceeds ``--memory-limit``, or the memory the machine has, fails with a one-line
+reason; the job's channel count is the most common one, and a case with another count
+fails too. Returns what the convert stage needs: the surviving cases and their weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections.abc import Callable
+
+from volprep import io
+from volprep.cases import Case, Dataset
+from volprep.config import PipelineConfig
+from volprep.errors import InputError
+from volprep.io.base import human_bytes
+from volprep.preprocess import reduced_shape
+
+Fail = Callable[[str, str, str], None]
+"""``fail(case_id, path, problem)``: reports one failed case."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Survey:
+    """The cases that passed the header checks, their memory estimates and channel count."""
+
+    cases: tuple[Case, ...]
+    weights: tuple[int, ...]
+    channels: int
+
+
+def survey(dataset: Dataset, config: PipelineConfig, fail: Fail, *, memory_limit: int | None,
+           available: int) -> Survey:
+    """Reads and checks every case's headers; ``fail`` is called for each case refused.
+
+    Args:
+        dataset: the discovered dataset.
+        config: the job's config.
+        fail: reports a failed case.
+        memory_limit: ``--memory-limit`` in bytes, or None.
+        available: bytes of memory the machine has for the job (a case needing more fails).
+
+    Returns:
+        The surviving cases (possibly none), in dataset order.
+    """
+    kept: list[tuple[Case, int, int]] = []
+    for case in dataset.cases:
+        try:
+            headers = [io.read_header(p, config.read) for p in case.images]
+            mask_headers = [io.read_header(case.mask, config.read)] if case.mask is not None else []
+        except InputError as err:
+            fail(case.case_id, err.path, err.problem)
+            continue
+        first = headers[0]
+        n_chan = first.shape[3] if len(first.shape) == 4 else len(headers)
+        reduced = reduced_shape(tuple(first.shape[:3]), first.affine, config.preprocess)
+        weight = sum(io.estimate_working_bytes(h) for h in [*headers, *mask_headers])
+        weight += 2 * math.prod(reduced) * n_chan * 4  # the reduced grid, and its copy
+        if memory_limit is not None and weight > memory_limit:
+            fail(case.case_id, str(first.path), f"needs about {human_bytes(weight)} to convert, "
+                 f"more than --memory-limit {human_bytes(memory_limit)}")
+            continue
+        if weight > available:
+            grid = "x".join(str(n) for n in reduced)
+            fail(case.case_id, str(first.path), f"needs about {human_bytes(weight)} to convert (reduced grid "
+                 f"{grid}), more than the {human_bytes(available)} of memory this machine has")
+            continue
+        kept.append((case, weight, n_chan))
+    if not kept:
+        return Survey((), (), 1)
+    channels = statistics.mode(n for _, _, n in kept)
+    cases, weights = [], []
+    for case, weight, n_chan in kept:
+        if n_chan != channels:
+            fail(case.case_id, str(case.images[0]), f"has {n_chan} channel(s), the dataset has {channels}")
+            continue
+        cases.append(case)
+        weights.append(weight)
+    return Survey(tuple(cases), tuple(weights), channels)

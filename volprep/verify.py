@@ -1,0 +1,89 @@
+"""``volprep verify``: every shard checked against the manifest that names it.
+
+Checks, per shard: the file exists, its size and sha256, its record count and every
+record's CRC, and (``parse``) a full parse of every record with TensorFlow against the
+manifest's feature spec, including each raw feature's byte length. A job publishing a
+new generation never changes the files a manifest names (see :mod:`volprep.publish`), so
+a folder verifies while a job runs; if a job did publish during the check, the manifest
+read at the start may name files the job has since retired, and the problems are
+reported as that ("a job is writing this folder"), not as corruption.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from volprep.lock import holder
+from volprep.manifest import MANIFEST, read_manifest
+from volprep.records import iter_records
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(out_dir: str | Path, *, parse: bool = True) -> list[str]:
+    """Checks every shard against the manifest; returns one line per problem (empty: all good)."""
+    out_dir = Path(out_dir)
+    before = (out_dir / MANIFEST).read_bytes() if (out_dir / MANIFEST).is_file() else b""
+    manifest = read_manifest(out_dir)
+    problems: list[str] = []
+    for split, info in sorted(manifest["splits"].items()):
+        total = 0
+        for shard in info["shards"]:
+            problems.extend(_check_shard(out_dir, shard, manifest, parse))
+            total += shard["num_records"]
+        if total != info["num_records"]:
+            problems.append(f"split {split}: its shards hold {total} records, manifest says {info['num_records']}")
+    if problems:
+        after = (out_dir / MANIFEST).read_bytes() if (out_dir / MANIFEST).is_file() else b""
+        who = holder(out_dir)
+        if after != before or who is not None:
+            return [f"{out_dir}: a job is writing this folder ({who or 'it published while verify ran'}); "
+                    "run verify again when it has finished"]
+    return problems
+
+
+def _check_shard(out_dir: Path, shard: dict[str, Any], manifest: dict[str, Any], parse: bool) -> list[str]:
+    path = out_dir / shard["file"]
+    if not path.is_file():
+        return [f"{shard['file']}: missing"]
+    problems = []
+    size = path.stat().st_size
+    if size != shard["num_bytes"]:
+        problems.append(f"{shard['file']}: {size} bytes, manifest says {shard['num_bytes']}")
+    digest = sha256_file(path)
+    if digest != shard["sha256"]:
+        problems.append(f"{shard['file']}: sha256 {digest[:12]}... does not match the manifest's {shard['sha256'][:12]}...")
+    try:
+        count = sum(1 for _ in iter_records(path))
+    except Exception as err:  # noqa: BLE001 - any corruption is reported, not raised
+        return [*problems, f"{shard['file']}: unreadable ({err})"]
+    if count != shard["num_records"]:
+        problems.append(f"{shard['file']}: {count} records, manifest says {shard['num_records']}")
+    if parse:
+        problems.extend(f"{shard['file']}: {p}" for p in _parse_all(path, manifest))
+    return problems
+
+
+def _parse_all(path: Path, manifest: dict[str, Any]) -> list[str]:
+    """Parses every record of one shard with TensorFlow; returns problems."""
+    import tensorflow as tf
+
+    from volprep.loader import decode_batch, parse_spec
+
+    spec = parse_spec(manifest["features"])
+    problems: list[str] = []
+    try:
+        for batch in tf.data.TFRecordDataset(str(path)).batch(16):
+            decode_batch(tf.io.parse_example(batch, spec), manifest["features"])
+    except (tf.errors.OpError, ValueError) as err:
+        problems.append(f"parse failed: {str(err).splitlines()[0][:200]}")
+    return problems
