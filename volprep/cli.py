@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from volprep import __version__, backends
@@ -96,9 +96,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
-    # TensorFlow's C++ start-up lines (CUDA probing, oneDNN) are noise on a command's stderr,
-    # where the one-line errors go; a user who wants them sets the variable themselves.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return int(_COMMANDS[args.command](args))
     except BrokenPipeError:  # `volprep inspect OUT | head`: the reader left, nothing to say
@@ -157,10 +154,33 @@ def _shards(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+@contextlib.contextmanager
+def _tensorflow_quietly() -> Iterator[None]:
+    """Runs the block with stderr (fd 2) pointed at /dev/null, for TensorFlow's sake.
+
+    TensorFlow prints start-up and per-op lines (absl's pre-init notice, oneDNN, CUDA
+    probing, dataset defaults) straight to fd 2, whatever TF_CPP_MIN_LOG_LEVEL says
+    (2.21); on a command's stderr, where its one-line results go, they are noise. Only the
+    commands do this, never the library; Python's own output is flushed first and a
+    traceback of an error escaping the block is printed after fd 2 is restored.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _verify(args: argparse.Namespace) -> int:
     from volprep.verify import verify
 
-    problems = verify(args.out, parse=not args.no_parse)
+    with _tensorflow_quietly():
+        problems = verify(args.out, parse=not args.no_parse)
     for line in problems:
         print(f"volprep verify: {line}", file=sys.stderr)
     if problems:
@@ -180,8 +200,9 @@ def _inspect(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from volprep.bench import bench_text, measure_loader
 
-    figures = measure_loader(args.out, split=args.split, batch_size=args.batch_size,
-                             batches=args.batches, model=args.model)
+    with _tensorflow_quietly():
+        figures = measure_loader(args.out, split=args.split, batch_size=args.batch_size,
+                                 batches=args.batches, model=args.model)
     print(bench_text(figures, step_ms=args.step_ms))
     return EXIT_OK
 
