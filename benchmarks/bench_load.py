@@ -106,11 +106,11 @@ def rate(make: Callable[[], Any], volumes: int, epochs: int, repeats: int, count
             "system_ms_per_volume": median(system), "runs": runs}
 
 
-def shard_files(out: Path) -> tuple[list[str], dict[str, Any]]:
+def shard_files(out: Path) -> tuple[list[str], Any]:
     from volprep.manifest import read_manifest
 
     manifest = read_manifest(out)
-    return [str(out / s["file"]) for s in manifest["splits"]["train"]["shards"]], manifest
+    return [str(out / f) for f in manifest.splits["train"].files], manifest
 
 
 def read_limit(files: list[str], volumes: int, epochs: int, repeats: int) -> dict[str, Any]:
@@ -127,14 +127,14 @@ def read_limit(files: list[str], volumes: int, epochs: int, repeats: int) -> dic
             "cpu_ms_per_volume": best["cpu_ms_per_volume"]}
 
 
-def raw_recipe(out: Path, manifest: dict[str, Any], volumes: int, epochs: int, repeats: int) -> dict[str, Any]:
+def raw_recipe(out: Path, manifest: Any, volumes: int, epochs: int, repeats: int) -> dict[str, Any]:
     """The raw-file recipe over the same volumes written as float16 ``.raw`` files."""
     import numpy as np
     import tensorflow as tf
 
     import volprep
 
-    shape = manifest["features"]["image"]["shape"]
+    shape = list(manifest.features["image"].shape)
     folder = out.parent / f"{out.name}-raw"
     if len(list(folder.glob("*.raw"))) != volumes:
         folder.mkdir(exist_ok=True)
@@ -190,7 +190,7 @@ def tune(out: Path, volumes: int, epochs: int, repeats: int) -> dict[str, Any]:
 
     import volprep
     from volprep import loader as loader_module
-    from volprep.loader import decode_batch, parse_spec
+    from volprep.schema_tf import decode_batch, parse_spec
 
     sweeps: dict[str, dict[str, dict[str, Any]]] = {
         "cycle_length": {str(c): {"cycle_length": c} for c in (1, 2, 4, 8)},
@@ -201,8 +201,8 @@ def tune(out: Path, volumes: int, epochs: int, repeats: int) -> dict[str, Any]:
         "read_buffer": {f"{b >> 10} KiB": {"read_buffer": b} for b in (256 << 10, 1 << 20, 8 << 20)},
     }
     files, manifest = shard_files(out)
-    features = {"image": manifest["features"]["image"]}
-    spec = parse_spec(features)
+    features = manifest.features
+    spec = parse_spec(features, ["image"])
 
     def per_record() -> Any:
         ds = tf.data.Dataset.from_tensor_slices(files).interleave(
@@ -265,7 +265,7 @@ def allocator_effect(out: Path, volumes: int, epochs: int, repeats: int) -> dict
 def _probe_allocator(out: Path, mode: str, epochs: int, repeats: int) -> dict[str, Any]:
     import volprep
 
-    volumes = shard_files(out)[1]["splits"]["train"]["num_records"]
+    volumes = shard_files(out)[1].splits["train"].num_records
     r = rate(lambda: volprep.load(out, batch_size=BATCH, seed=0, tune_malloc=mode == "on"), volumes, epochs, repeats)
     return {"volumes_per_s": r["volumes_per_s"], "cpu_ms_per_volume": r["cpu_ms_per_volume"],
             "user_ms_per_volume": r["cpu_ms_per_volume"] - r["system_ms_per_volume"],
@@ -280,8 +280,8 @@ def measure(quick: bool, n: int, epochs: int, repeats: int, gen_n: int, do_tune:
 
     out = make_shards(quick, n)
     files, manifest = shard_files(out)
-    volumes = manifest["splits"]["train"]["num_records"]
-    record_mb = sum(s["num_bytes"] for s in manifest["splits"]["train"]["shards"]) / volumes / 1e6
+    volumes = manifest.splits["train"].num_records
+    record_mb = sum(s.num_bytes for s in manifest.splits["train"].shards) / volumes / 1e6
     rows: dict[str, Any] = {
         "volprep_load": rate(lambda: volprep.load(out, batch_size=BATCH, seed=0), volumes, epochs, repeats),
         "read_limit": read_limit(files, volumes, epochs, repeats),
@@ -296,7 +296,7 @@ def measure(quick: bool, n: int, epochs: int, repeats: int, gen_n: int, do_tune:
     ]
     result: dict[str, Any] = {
         "shards": str(out), "records": volumes, "record_mb": record_mb, "batch_size": BATCH,
-        "image": manifest["features"]["image"], "epochs": epochs, "repeats": repeats,
+        "image": manifest.features["image"].to_dict(), "epochs": epochs, "repeats": repeats,
         "tf_version": tf.__version__, "rows": rows, "goals": [g.to_dict() for g in goals],
     }
     if do_tune:

@@ -52,11 +52,11 @@ def train(out: str, steps: int, batch_size: int, augment: bool, seed: int,
     if augment:
         from volprep.manifest import read_manifest
 
-        aug = volprep.Augment(**read_manifest(out)["config"].get("augment", {}))
+        aug = volprep.Augment(**read_manifest(out).config.get("augment", {}))
     ds, manifest = volprep.load(out, split="train", batch_size=batch_size, seed=seed, repeat=True,
                                 augment=aug, drop_remainder=True, with_info=True)
-    names = manifest["classes"]["names"] or ["0", "1"]
-    image_shape = tuple(manifest["features"]["image"]["shape"])
+    names = list(manifest.classes.names) or ["0", "1"]
+    image_shape = tuple(manifest.features["image"].shape)
     model = reference_model(image_shape, max(2, len(names)), depthwise=depthwise)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     it = iter(ds)

@@ -43,6 +43,24 @@ shift_vox = 2
     return path
 
 
+FAULTS = Path(__file__).resolve().parent / "faultinject"
+
+
+def hold_env(case_id: str, folder: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """An environment whose Python processes hold ``case_id`` before converting it.
+
+    The test-only hook lives in ``tests/faultinject/sitecustomize.py`` (volprep has none):
+    the process converting the case writes its pid into ``folder`` and sleeps, so a test
+    can kill exactly that worker.
+    """
+    import os
+
+    env = dict(os.environ if base is None else base)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(FAULTS), env.get("PYTHONPATH", "")) if p)
+    env["VOLPREP_TEST_HOLD_CASE"] = f"{case_id}:{folder}"
+    return env
+
+
 def outputs(out: Path) -> dict[str, bytes]:
     """What must be byte-identical between runs: the manifest and every shard it names.
 

@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from volprep import demo
+from volprep import demo, phantoms
 
 SHAPE = (32, 32, 20)
 SEED = 7
@@ -247,7 +247,7 @@ def test_write_case_nifti_is_deterministic_and_round_trips(tmp_path: Path) -> No
 @pytest.mark.parametrize("lesion_class", [None, 0, 1, 2])
 def test_head_phantom_types_and_mask_values(lesion_class: int | None) -> None:
     shape = (40, 44, 24)
-    image, mask = demo.head_phantom(shape, (1.5, 1.5, 3.0), np.random.default_rng(3), lesion_class)
+    image, mask = phantoms.head_phantom(shape, (1.5, 1.5, 3.0), np.random.default_rng(3), lesion_class)
     assert image.shape == mask.shape == shape
     assert image.dtype == np.int16 and mask.dtype == np.uint8
     assert image.flags.c_contiguous
@@ -257,9 +257,9 @@ def test_head_phantom_types_and_mask_values(lesion_class: int | None) -> None:
 
 def test_head_phantom_is_a_function_of_its_rng() -> None:
     args = ((24, 24, 16), (2.0, 2.0, 4.0))
-    a = demo.head_phantom(*args, np.random.default_rng([1, 2]), 1)
-    b = demo.head_phantom(*args, np.random.default_rng([1, 2]), 1)
-    c = demo.head_phantom(*args, np.random.default_rng([1, 3]), 1)
+    a = phantoms.head_phantom(*args, np.random.default_rng([1, 2]), 1)
+    b = phantoms.head_phantom(*args, np.random.default_rng([1, 2]), 1)
+    c = phantoms.head_phantom(*args, np.random.default_rng([1, 3]), 1)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert not np.array_equal(a[0], c[0])
@@ -268,9 +268,9 @@ def test_head_phantom_is_a_function_of_its_rng() -> None:
 def test_head_phantom_has_tissue_layers_and_a_dark_background() -> None:
     shape = (64, 64, 48)
     rng = np.random.default_rng(11)
-    anatomy = demo.sample_anatomy(rng, (128.0, 128.0, 144.0), None)
-    image, _ = demo.head_phantom(shape, (2.0, 2.0, 3.0), rng, anatomy=anatomy)
-    tissue, _ = demo._render_anatomy(anatomy, shape, (2.0, 2.0, 3.0))
+    anatomy = phantoms.sample_anatomy(rng, (128.0, 128.0, 144.0), None)
+    image, _ = phantoms.head_phantom(shape, (2.0, 2.0, 3.0), rng, anatomy=anatomy)
+    tissue, _ = phantoms._render_anatomy(anatomy, shape, (2.0, 2.0, 3.0))
     wm = np.median(image[tissue == 1.0])
     gm = np.median(image[np.isclose(tissue, 0.62)])
     csf = np.median(image[np.isclose(tissue, 0.22)])
@@ -284,8 +284,8 @@ def test_lesion_classes_look_different() -> None:
     looks = {}
     for cls in range(3):
         rng = np.random.default_rng([5, cls])
-        anatomy = demo.sample_anatomy(rng, (128.0, 128.0, 144.0), cls)
-        tissue, mask = demo._render_anatomy(anatomy, shape, spacing)
+        anatomy = phantoms.sample_anatomy(rng, (128.0, 128.0, 144.0), cls)
+        tissue, mask = phantoms._render_anatomy(anatomy, shape, spacing)
         looks[cls] = (int((mask > 0).sum()), sorted({round(float(x), 2) for x in tissue[mask > 0]}))
     glioma, meningioma, metastasis = (looks[demo.CLASS_NAMES.index(n)]
                                       for n in ("glioma", "meningioma", "metastasis"))
@@ -295,21 +295,21 @@ def test_lesion_classes_look_different() -> None:
 
 
 def test_anatomy_is_shared_by_a_second_scan() -> None:
-    anatomy = demo.sample_anatomy(np.random.default_rng(0), (120.0, 120.0, 120.0), 2)
-    _, m1 = demo.head_phantom((40, 40, 40), (3.0, 3.0, 3.0), np.random.default_rng(1),
+    anatomy = phantoms.sample_anatomy(np.random.default_rng(0), (120.0, 120.0, 120.0), 2)
+    _, m1 = phantoms.head_phantom((40, 40, 40), (3.0, 3.0, 3.0), np.random.default_rng(1),
                               anatomy=anatomy)
-    _, m2 = demo.head_phantom((40, 40, 40), (3.0, 3.0, 3.0), np.random.default_rng(2),
+    _, m2 = phantoms.head_phantom((40, 40, 40), (3.0, 3.0, 3.0), np.random.default_rng(2),
                               anatomy=anatomy)
     np.testing.assert_array_equal(m1, m2)
     with pytest.raises(ValueError, match="disagrees"):
-        demo.head_phantom((8, 8, 8), (1.0, 1.0, 1.0), np.random.default_rng(0), 1,
+        phantoms.head_phantom((8, 8, 8), (1.0, 1.0, 1.0), np.random.default_rng(0), 1,
                           anatomy=anatomy)
 
 
 @pytest.mark.parametrize("bad", [3, -1])
 def test_unknown_lesion_class_is_refused(bad: int) -> None:
     with pytest.raises(ValueError, match="lesion_class"):
-        demo.head_phantom((8, 8, 8), (1.0, 1.0, 1.0), np.random.default_rng(0), bad)
+        phantoms.head_phantom((8, 8, 8), (1.0, 1.0, 1.0), np.random.default_rng(0), bad)
 
 
 def test_bad_demo_arguments_are_refused(tmp_path: Path) -> None:
@@ -321,7 +321,7 @@ def test_bad_demo_arguments_are_refused(tmp_path: Path) -> None:
 
 def test_tiny_lesions_still_mark_a_voxel() -> None:
     # A metastasis far smaller than a voxel must still leave a mask (and so a class) behind.
-    _, mask = demo.head_phantom((12, 12, 8), (12.0, 12.0, 20.0), np.random.default_rng(4), 2)
+    _, mask = phantoms.head_phantom((12, 12, 8), (12.0, 12.0, 20.0), np.random.default_rng(4), 2)
     assert (mask == 3).any()
 
 

@@ -173,8 +173,8 @@ def test_keras_model_fits_one_step(job: dict) -> None:
     import volprep
 
     ds, m = volprep.load(job["out"], split="train", batch_size=2, seed=0, repeat=True, with_info=True)
-    n_classes = len(m["classes"]["names"])
-    shape = m["features"]["image"]["shape"]
+    n_classes = len(m.classes.names)
+    shape = m.features["image"].shape
     model = keras.Sequential([
         keras.Input(shape=shape),
         keras.layers.Conv3D(4, 3, strides=2, activation="relu"),

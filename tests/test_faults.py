@@ -2,7 +2,7 @@
 fails that case only (exit status 3, the others in the shards); a second job on the same
 output folder is refused while the first holds it; a case over ``--memory-limit`` is
 refused before any voxel is read. The worker to kill is found through the test-only
-``VOLPREP_TEST_HOLD_CASE`` hook (volprep.convert), which makes it wait and name its pid."""
+``VOLPREP_TEST_HOLD_CASE`` hook (tests/faultinject/sitecustomize.py, test-only), which makes it wait and name its pid."""
 
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import psutil
-from conftest import DEMO_CASES, start_cli
-
-from volprep.convert import HOLD_ENV
+from conftest import DEMO_CASES, hold_env, start_cli
 
 VICTIM = "demo_004"
 
@@ -34,7 +32,7 @@ def test_worker_killed_mid_case_fails_that_case_only(demo_data: Path, pipeline: 
                                                       tmp_path: Path) -> None:
     holds = tmp_path / "holds"
     holds.mkdir()
-    env = {**os.environ, HOLD_ENV: f"{VICTIM}:{holds}"}
+    env = hold_env(VICTIM, holds)
     proc = start_cli(demo_data, tmp_path / "out", pipeline, "--workers", "2", env=env)
     killed: set[int] = set()
     deadline = time.monotonic() + 120
@@ -70,7 +68,7 @@ def test_second_job_on_the_same_output_is_refused(demo_data: Path, pipeline: Pat
     holds.mkdir()
     out = tmp_path / "out"
     first = start_cli(demo_data, out, pipeline, "--workers", "2",
-                      env={**os.environ, HOLD_ENV: f"{VICTIM}:{holds}"})
+                      env=hold_env(VICTIM, holds))
     try:
         _wait_for(lambda: any(holds.iterdir()))  # the first job is mid-conversion
         second = start_cli(demo_data, out, pipeline, "--workers", "1")
@@ -172,7 +170,7 @@ def test_memory_limit_admits_one_large_case_at_a_time(pipeline: Path, tmp_path: 
     holds.mkdir()
     out = tmp_path / "out"
     proc = start_cli(data, out, pipeline, "--workers", "2", "--memory-limit", str(limit),
-                     env={**os.environ, HOLD_ENV: f"{hold}:{holds}"})
+                     env=hold_env(hold, holds))
     try:
         _wait_for(lambda: any(holds.iterdir()) or proc.poll() is not None, timeout=120)
         assert proc.poll() is None, proc.communicate()[1]

@@ -4,7 +4,7 @@ Three rules of the read stage, each a defect once:
 
 - a file name found inside an input (MetaImage ``ElementDataFile``; the name-derived
   companions of Analyze/NIfTI pairs and raw sidecars) stays beside that input: an
-  absolute path or a ``..`` escape is refused (``base.companion_path``);
+  absolute path or a ``..`` escape is refused (``paths.companion_path``);
 - a FIFO, socket or device is refused before it is opened (opening a FIFO blocks), as
   the named volume or as a companion;
 - a label volume with NaN/Inf is refused whatever ``read.non_finite`` says
@@ -33,7 +33,7 @@ from volprep.io import (
     read_label_volume,
     read_volume,
 )
-from volprep.io.base import companion_path
+from volprep.io.paths import companion_path
 
 CFG = ReadConfig()
 SHAPE = (6, 5, 4)

@@ -36,7 +36,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _num(out: Path, split: str = "train") -> int:
     import volprep.manifest
 
-    return int(volprep.manifest.read_manifest(out)["splits"][split]["num_records"])
+    return volprep.manifest.read_manifest(out).splits[split].num_records
 
 
 def _keys(ds: tf.data.Dataset) -> list[str]:
@@ -52,7 +52,7 @@ def test_fixture_has_several_shards(shards: Path) -> None:
     import volprep.manifest
 
     m = volprep.manifest.read_manifest(shards)
-    assert len(m["splits"]["train"]["shards"]) >= 3
+    assert len(m.splits["train"].shards) >= 3
 
 
 def test_cardinality_and_covering_every_record(shards: Path) -> None:
@@ -150,7 +150,7 @@ def test_more_hosts_than_files_shards_by_record(shards: Path) -> None:
     import volprep
     import volprep.manifest
 
-    files = len(volprep.manifest.read_manifest(shards)["splits"]["val"]["shards"])
+    files = len(volprep.manifest.read_manifest(shards).splits["val"].shards)
     n = _num(shards, "val")
     hosts = files + 1
     if n < hosts:

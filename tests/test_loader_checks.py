@@ -67,7 +67,7 @@ def test_a_split_with_no_records_warns_at_job_time_and_loads_empty(demo_data: Pa
     config = config_from_dict({"job": {"splits": {"train": 1.0, "val": 0.0}, "seed": 1},
                                "balance": {"enabled": False}})
     result = run_job(demo_data, tmp_path / "out", config, workers=1, quiet=True)
-    assert result.manifest["splits"]["val"]["num_records"] == 0
+    assert result.manifest.splits["val"].num_records == 0
     assert any("'val' holds 0 records" in w for w in result.warnings)
     ds = volprep.load(tmp_path / "out", split="val", batch_size=4)
     assert int(ds.cardinality()) == 0

@@ -18,11 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_CASES, outputs
+from conftest import DEMO_CASES, hold_env, outputs
 
 from volprep.backends import _admit
 from volprep.config import load_config
-from volprep.convert import HOLD_ENV
 from volprep.runner import run_job
 from volprep.shards import RecordRef, order_records
 
@@ -92,7 +91,7 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     dask = str(Path(sys.executable).with_name("dask"))
     # Workers hold VICTIM (the test-only hook) once the holds folder exists; the scheduler
     # gives up on a task after its second worker death (the default allows 3).
-    env = {**os.environ, "PYTHONPATH": str(ROOT), HOLD_ENV: f"{VICTIM}:{folder / 'holds'}",
+    env = {**hold_env(VICTIM, folder / "holds", {**os.environ, "PYTHONPATH": str(ROOT)}),
            "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}
     log = open(folder / "cluster.log", "wb")  # noqa: SIM115 - closed at teardown
     procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
@@ -168,4 +167,4 @@ def test_dask_worker_killed_mid_case_fails_that_case_only(demo_data: Path, pipel
     assert [f.case for f in result.failures] == [VICTIM] and "Dask worker died" in result.failures[0].error
     assert len(killed) >= 2  # the first try and its retry elsewhere (allowed-failures = 1)
     assert result.cases_converted == DEMO_CASES - 1
-    assert sum(s["num_originals"] for s in result.manifest["splits"].values()) == DEMO_CASES - 1
+    assert sum(s.num_originals for s in result.manifest.splits.values()) == DEMO_CASES - 1

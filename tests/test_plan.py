@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from volprep.config import BalanceConfig, JobConfig
-from volprep.errors import ConfigError, DatasetError, InputError
+from volprep.errors import ConfigError, DatasetError
 from volprep.plan import (
     BACKGROUND,
     Plan,
@@ -25,8 +25,6 @@ from volprep.plan import (
     make_splits,
     plan_copies,
     plan_json,
-    read_plan,
-    write_plan,
 )
 
 
@@ -301,25 +299,29 @@ def test_copy_seeds_differ_and_are_stable() -> None:
 def test_plan_json_round_trip(tmp_path: Path) -> None:
     plan = make_plan(classified([25, 8], per_subject=2), ("healthy", "sick"), job(3),
                      BalanceConfig(max_copies_per_case=3), augment_sampler=sampler)
-    path = write_plan(tmp_path / "plan.json", plan)
-    assert read_plan(path) == Plan.from_dict(plan.to_dict())
-    assert read_plan(path).to_dict() == plan.to_dict()
-    text = path.read_text()
-    assert text == plan_json(plan)
+    text = plan_json(plan)
+    assert Plan.from_dict(json.loads(text)) == Plan.from_dict(plan.to_dict())
+    assert Plan.from_dict(json.loads(text)).to_dict() == plan.to_dict()
     assert next(iter(json.loads(text))) == "explanation"  # first, for a person
     assert text.startswith('{\n "explanation"')
-    assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]  # no temporary file left
     rest = json.loads(text)
     del rest["explanation"]
     assert list(rest) == sorted(rest)
 
 
-def test_read_plan_refuses_what_is_not_a_plan(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="no plan"):
-        read_plan(tmp_path / "missing.json")
+def test_what_is_not_a_plan_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="missing key"):
+        Plan.from_dict({"seed": 1})
+    plan = make_plan(classified([3, 2]), None, job(1), BalanceConfig())
+    with pytest.raises(ValueError, match="version"):
+        Plan.from_dict({**plan.to_dict(), "version": 99})
+
+
+def test_previous_splits_reads_any_plan_version_and_forgives_a_broken_file(tmp_path: Path) -> None:
+    from volprep.plan import previous_splits
+
+    (tmp_path / "old.json").write_text(json.dumps({"version": 1, "splits": {"train": ["a", "b"], "val": ["c"]}}))
+    assert previous_splits(tmp_path / "old.json") == {"a": "train", "b": "train", "c": "val"}
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(InputError, match="JSON"):
-        read_plan(tmp_path / "bad.json")
-    (tmp_path / "other.json").write_text('{"seed": 1}')
-    with pytest.raises(InputError, match="missing key"):
-        read_plan(tmp_path / "other.json")
+    assert previous_splits(tmp_path / "bad.json") == {}
+    assert previous_splits(tmp_path / "missing.json") == {}

@@ -146,14 +146,14 @@ def test_reduction_through_shards_and_loader(name: str, data: Path, tmp_path: Pa
                  "--workers", "1", "--quiet", "--no-report"]) == 0
     m = read_manifest(out)
     target = TARGET_SHAPES[name]
-    assert m["target_shape"] == target and m["features"]["image"]["shape"] == [*target, 1]
+    assert list(m.target_shape) == target and list(m.features["image"].shape) == [*target, 1]
     # no class table: the label volume is the record's "label", a raw volume on the same grid
-    assert m["features"]["label"]["shape"] == target and m["features"]["label"]["encoding"] == "raw"
-    assert (m["fidelity"] is None) == (name == "none")
+    assert list(m.features["label"].shape) == target and m.features["label"].encoding == "raw"
+    assert (m.fidelity is None) == (name == "none")
 
     # Everything the loader yields, both splits.
     yielded = []
-    for split in m["splits"]:
+    for split in m.splits:
         for images, masks in volprep.load(out, split=split, batch_size=4, shuffle=False):
             assert images.dtype == tf.float32 and list(images.shape[1:]) == [*target, 1]
             yielded += list(zip(images.numpy()[..., 0].astype(np.float64), masks.numpy(), strict=True))
@@ -204,11 +204,11 @@ def test_reduction_through_shards_and_loader(name: str, data: Path, tmp_path: Pa
     assert matched == set(originals)  # every case came back once
 
     if name.startswith("wavelet-compress"):
-        feat = m["features"]["image"]
-        assert feat["encoding"] == "wavelet-compress" and feat["layout"]["keep"] == 0.1
-        assert feat["layout"]["value_dtype"] == ("int8" if name.endswith("int8") else "int16")
+        feat = m.features["image"]
+        assert feat.encoding == "wavelet-compress" and feat.layout is not None and feat.layout["keep"] == 0.1
+        assert feat.layout["value_dtype"] == ("int8" if name.endswith("int8") else "int16")
         # Stored compactly: a record is smaller than half the float32 volume.
-        assert feat["layout"]["nbytes"] < 4 * np.prod(target) / 2
+        assert feat.layout["nbytes"] < 4 * np.prod(target) / 2
 
 
 def test_inspect_prints_fidelity(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -1,12 +1,14 @@
 """Tests for volprep.report: the PNG/HTML report of a shard folder.
 
 The shard folder is built here by hand (records encoded with ``volprep.records``, a
-manifest and a plan dict shaped like the runner's), so these tests do not run the
-pipeline.
+complete manifest and a plan dict shaped like the runner's), so these tests do not run the
+pipeline. The manifest is read back typed (``read_manifest``); a test that changes it
+edits its JSON and reads it back (:func:`rewrite`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -18,12 +20,15 @@ from typing import Any
 import numpy as np
 import pytest
 import pywt
+from test_summary import typed
 
-from volprep.manifest import FORMAT_VERSION
+from volprep.manifest import FORMAT_VERSION, Manifest, read_manifest
 from volprep.records import encode_example, frame_record
-from volprep.report import FIGURES, decode_image, read_samples, write_report
+from volprep.report import FIGURES, read_samples, write_report
 from volprep.report_montage import plot_montage
 from volprep.report_select import MontageRow, choose_montage, take_slices
+from volprep.schema import Feature
+from volprep.summary import human_size, inspect_text
 
 SHAPE = (16, 20, 24)
 CLASSES = ["healthy", "small", "large"]
@@ -65,8 +70,25 @@ def augment_json(copy: int) -> str:
                        "matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "translation": [0, 0, 0]})
 
 
+def record(case: str, copy: int, channels: int, **values: Any) -> bytes:
+    """One framed record of the phantom, every feature as the converter writes it; ``values``
+    replace features (``None`` leaves one out)."""
+    image, mask = phantom(case, copy, channels)
+    fields = {"image": image.astype("<f2").tobytes(), "mask": mask.tobytes(), "label": CASES[case][1],
+              "case_id": case, "copy": copy, "augment": augment_json(copy),
+              "affine": np.eye(4).astype("<f8").tobytes()}
+    fields.update(values)
+    return frame_record(encode_example({k: v for k, v in fields.items() if v is not None}))
+
+
+def rewrite(root: Path, data: dict[str, Any]) -> Manifest:
+    """Writes a changed manifest's JSON and reads it back, as the report does."""
+    (root / "manifest.json").write_text(json.dumps(data))
+    return read_manifest(root)
+
+
 def make_folder(root: Path, *, channels: int = 2, with_plan: bool = True,
-                failures: int = 2) -> dict[str, Any]:
+                failures: int = 2) -> Manifest:
     """Writes shards, manifest.json, plan.json, failures.csv; returns the manifest."""
     root.mkdir(parents=True, exist_ok=True)
     records: dict[str, list[tuple[str, int]]] = {"train": [], "val": []}
@@ -80,13 +102,7 @@ def make_folder(root: Path, *, channels: int = 2, with_plan: bool = True,
         shards = []
         for i, part in enumerate(parts):
             name = f"{split}-{i:05d}-of-{len(parts):05d}.tfrecord"
-            blob = b""
-            for case, copy in part:
-                image, mask = phantom(case, copy, channels)
-                blob += frame_record(encode_example({
-                    "image": image.astype("<f2").tobytes(), "mask": mask.tobytes(),
-                    "label": CASES[case][1], "case_id": case, "copy": copy, "augment": augment_json(copy),
-                }))
+            blob = b"".join(record(case, copy, channels) for case, copy in part)
             (root / name).write_bytes(blob)
             shards.append({"file": name, "num_records": len(part), "num_bytes": len(blob),
                            "sha256": hashlib.sha256(blob).hexdigest()})
@@ -105,9 +121,10 @@ def make_folder(root: Path, *, channels: int = 2, with_plan: bool = True,
             "case_id": {"dtype": "string", "shape": [], "encoding": "bytes"},
             "copy": {"dtype": "int64", "shape": [], "encoding": "int64"},
             "augment": {"dtype": "string", "shape": [], "encoding": "bytes"},
+            "affine": {"dtype": "float64", "shape": [4, 4], "encoding": "raw"},
         },
         "splits": splits,
-        "classes": {"names": CLASSES, "ids": [0, 1, 2], "counts_before": {"healthy": 3, "small": 2, "large": 1},
+        "classes": {"names": CLASSES, "ids": [0, 1, 2], "class_by": "label", "counts_before": {"healthy": 3, "small": 2, "large": 1},
                     "counts_after": {"healthy": 3, "small": 4, "large": 3},
                     "per_split": {"train": {"healthy": 3, "small": 2, "large": 1},
                                   "val": {"healthy": 1, "small": 1, "large": 1}}},
@@ -115,6 +132,7 @@ def make_folder(root: Path, *, channels: int = 2, with_plan: bool = True,
         "fidelity": {"num_cases": 9, "psnr": {"min": 38.5, "median": 41.25}, "ssim": {"min": 0.97, "median": 0.985}},
         "target_shape": list(SHAPE),
         "notes": ["target_shape planned from the dataset (median after reduction): [16, 20, 24]"],
+        "case_notes": {},
         "failures": fail,
         "config": {"job": {"seed": 0, "splits": {"train": 0.7, "val": 0.3}, "shard_size_mb": 64},
                    "preprocess": {"reduce": "downsample", "normalize": "zscore", "dtype": "float16"}},
@@ -136,12 +154,13 @@ def make_folder(root: Path, *, channels: int = 2, with_plan: bool = True,
             "notes": [],
         }
         (root / "plan.json").write_text(json.dumps(plan, indent=1))
-    return manifest
+    typed(manifest)  # complete: nothing left to a default
+    return read_manifest(root)
 
 
-def fake_result(root: Path, manifest: dict[str, Any]) -> SimpleNamespace:
-    failures = [SimpleNamespace(line=lambda f=f: f"case {f['case']}: {f['path']}: {f['error']}", **f)
-                for f in manifest["failures"]]
+def fake_result(root: Path, manifest: Manifest) -> SimpleNamespace:
+    failures = [SimpleNamespace(case=f.case, path=f.path, error=f.error,
+                                line=lambda f=f: f"case {f.case}: {f.path}: {f.error}") for f in manifest.failures]
     return SimpleNamespace(out_dir=root, exit_code=3 if failures else 0, manifest=manifest, failures=failures,
                            cases_found=11, cases_converted=9, cases_reused=4,
                            timings={"discover": 0.01, "convert": 2.5, "write": 1.25}, notes=[])
@@ -155,12 +174,12 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+def folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
     root = tmp_path_factory.mktemp("shards")
     return root, make_folder(root)
 
 
-def test_choose_montage_prefers_cases_with_copies(folder: tuple[Path, dict[str, Any]]) -> None:
+def test_choose_montage_prefers_cases_with_copies(folder: tuple[Path, Manifest]) -> None:
     root, manifest = folder
     plan = json.loads((root / "plan.json").read_text())
     rows = choose_montage(manifest, plan, per_class=2, copies=2)
@@ -170,14 +189,19 @@ def test_choose_montage_prefers_cases_with_copies(folder: tuple[Path, dict[str, 
     assert {r.case_id: r.class_name for r in rows}["c08"] == "large"
     assert choose_montage(manifest, plan, per_class=1, copies=1, max_classes=2) == [
         MontageRow("c00", "train", "healthy", ()), MontageRow("c03", "train", "small", (1,))]
+    # the manifest lists its classes in another order: names follow the ids, not the positions
+    classes = dataclasses.replace(manifest.classes, names=("large", "healthy", "small"), ids=(2, 0, 1))
+    rows = choose_montage(dataclasses.replace(manifest, classes=classes), plan, per_class=1, copies=1)
+    assert rows == [MontageRow("c05", "train", "large", (1,)), MontageRow("c00", "train", "healthy", ()),
+                    MontageRow("c03", "train", "small", (1,))]
 
 
-def test_read_samples_reads_what_is_needed_and_stops(folder: tuple[Path, dict[str, Any]]) -> None:
+def test_read_samples_reads_what_is_needed_and_stops(folder: tuple[Path, Manifest]) -> None:
     root, manifest = folder
     rows = [MontageRow("c05", "train", "large", (2,))]
     back = read_samples(root, manifest, rows, hist_records=1)
     assert set(back.samples) == {("c05", 0), ("c05", 2)}
-    assert back.records_read < manifest["splits"]["train"]["num_records"] + manifest["splits"]["val"]["num_records"]
+    assert back.records_read < manifest.splits["train"].num_records + manifest.splits["val"].num_records
     copy = back.samples[("c05", 2)]
     assert copy.slices is not None and copy.slices.masks is not None
     assert json.loads(copy.augment)["flips"] == [0]
@@ -185,15 +209,20 @@ def test_read_samples_reads_what_is_needed_and_stops(folder: tuple[Path, dict[st
     assert back.voxels[("train", True)][0].shape[0] == 2  # two channels sampled
 
 
-def test_decode_image_round_trip_and_size_check() -> None:
-    image, _ = phantom("c03", 0)
-    feature = {"dtype": "float16", "shape": [*SHAPE, 2], "encoding": "raw"}
-    out = decode_image({"image": [image.astype("<f2").tobytes()]}, feature)
-    np.testing.assert_array_equal(out, image.astype(np.float16).astype(np.float32))
-    with pytest.raises(ValueError, match="bytes"):
-        decode_image({"image": [b"\0" * 10]}, feature)
-    with pytest.raises(ValueError, match="unknown image encoding"):
-        decode_image({"image": [b""]}, {**feature, "encoding": "jpeg"})
+def test_the_montage_slices_are_the_records_decoded_by_the_schema(folder: tuple[Path, Manifest]) -> None:
+    root, manifest = folder
+    back = read_samples(root, manifest, [MontageRow("c05", "train", "large", (1,))], hist_records=0)
+    for copy in (0, 1):
+        image, mask = phantom("c05", copy)
+        image = image.astype(np.float16).astype(np.float32)[..., 0]  # what the record holds, channel 0
+        slices = back.samples[("c05", copy)].slices
+        assert slices is not None and slices.masks is not None
+        k, j, i = slices.index["axial"], slices.index["coronal"], slices.index["sagittal"]
+        for view, plane, label in (("axial", image[:, :, k], mask[:, :, k]), ("coronal", image[:, j, :], mask[:, j, :]),
+                                   ("sagittal", image[i], mask[i])):
+            np.testing.assert_array_equal(slices.views[view], plane)
+            np.testing.assert_array_equal(slices.masks[view], label)
+        assert back.samples[("c05", copy)].spacing == (1.0, 1.0, 1.0)
 
 
 def test_take_slices_go_through_the_smallest_label() -> None:
@@ -212,7 +241,7 @@ def test_take_slices_go_through_the_smallest_label() -> None:
     assert take_slices(image, None).index == {"axial": 12, "coronal": 10, "sagittal": 8}
 
 
-def test_write_report_makes_pngs_summary_and_index(folder: tuple[Path, dict[str, Any]]) -> None:
+def test_write_report_makes_pngs_summary_and_index(folder: tuple[Path, Manifest]) -> None:
     import matplotlib.image
 
     root, manifest = folder
@@ -232,12 +261,18 @@ def test_write_report_makes_pngs_summary_and_index(folder: tuple[Path, dict[str,
     assert "case bad0: /data/imagesTr/bad0.nii.gz" in page and "case bad0" in summary
     for link in ("../manifest.json", "../plan.json", "../failures.csv"):
         assert f'href="{link}"' in page
-    assert "<td>bad1</td>" in page  # the failures table
+    assert ("<tr><td>bad1</td><td>/data/imagesTr/bad1.nii.gz</td>"
+            "<td>header claims 9.1 GiB, more than read.max_bytes 4.0 GiB</td></tr>") in page  # the failures table
+    val = manifest.splits["val"].shards[0]
+    assert (f"<tr><td>val</td><td>{val.file}</td><td>3</td><td>{human_size(val.num_bytes)}</td>"
+            f"<td><code>{val.sha256[:16]}</code></td></tr>") in page  # the shards table
+    assert f"format {FORMAT_VERSION} &middot; volprep 0.1.0 &middot; seed 0 &middot;" in page
+    assert "<h1>volprep report: Task99_Phantom</h1>" in page
     assert "Target: 3 train records" in page  # the plan's explanation
     assert not list((root / "report").glob(".*.tmp"))
 
 
-def test_montage_shows_copies_beside_originals(folder: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+def test_montage_shows_copies_beside_originals(folder: tuple[Path, Manifest], tmp_path: Path) -> None:
     import matplotlib.image
 
     root, manifest = folder
@@ -258,9 +293,10 @@ def test_report_without_result_or_plan_uses_inspect_text(tmp_path: Path) -> None
     manifest = make_folder(root, channels=1, with_plan=False, failures=0)
     index = write_report(root, per_class=1)
     summary = (root / "report" / "summary.txt").read_text()
-    for split in manifest["splits"].values():
-        for shard in split["shards"]:
-            assert shard["file"] in summary
+    assert summary == inspect_text(manifest, str(root)) + "\n"
+    for split in manifest.splits.values():
+        for shard in split.shards:
+            assert shard.file in summary
     page = index.read_text()
     assert "Every case converted" in page
     assert "(not present)" in page  # plan.json is missing and says so
@@ -270,23 +306,21 @@ def test_report_without_result_or_plan_uses_inspect_text(tmp_path: Path) -> None
 
 def test_report_reads_a_raw_label_volume_and_survives_bad_records(tmp_path: Path) -> None:
     root = tmp_path / "seg"
-    manifest = make_folder(root, channels=1, failures=0)
+    data = make_folder(root, channels=1, failures=0).to_dict()
     # a segmentation-only dataset: the mask is the "label" feature; one record is truncated
-    manifest["features"]["label"] = manifest["features"].pop("mask")
-    shard = root / manifest["splits"]["val"]["shards"][0]["file"]
-    image, mask = phantom("c06", 0, 1)
-    shard.write_bytes(
-        frame_record(encode_example({"image": b"\0" * 8, "label": mask.tobytes(), "case_id": "c06",
-                                     "copy": 0, "augment": ""}))
-        + b"".join(frame_record(encode_example({"image": phantom(c, 0, 1)[0].astype("<f2").tobytes(),
-                                                "label": phantom(c, 0, 1)[1].tobytes(), "case_id": c,
-                                                "copy": 0, "augment": ""})) for c in ("c07", "c08")))
-    (root / "manifest.json").write_text(json.dumps(manifest))
+    data["features"]["label"] = data["features"].pop("mask")
+    manifest = rewrite(root, data)
+    assert manifest.features.label_volume == "label"
+    shard = root / manifest.splits["val"].shards[0].file
+    shard.write_bytes(record("c06", 0, 1, image=b"\0" * 8, label=phantom("c06", 0, 1)[1].tobytes(), mask=None)
+                      + b"".join(record(c, 0, 1, label=phantom(c, 0, 1)[1].tobytes(), mask=None)
+                                 for c in ("c07", "c08")))
     rows = [MontageRow("c06", "val", "healthy", ()), MontageRow("c07", "val", "small", ())]
     back = read_samples(root, manifest, rows)
     assert back.samples[("c06", 0)].slices is None and "bytes" in back.samples[("c06", 0)].problem
-    assert back.samples[("c07", 0)].slices is not None
-    assert back.samples[("c07", 0)].slices.masks is not None
+    slices = back.samples[("c07", 0)].slices
+    assert slices is not None and slices.masks is not None
+    np.testing.assert_array_equal(slices.masks["axial"], phantom("c07", 0, 1)[1][:, :, slices.index["axial"]])
     write_report(root, per_class=1, hist_records=2)
     png_size(root / "report" / "montage.png")
 
@@ -315,13 +349,13 @@ def _k_term(channel: np.ndarray, keep: float) -> tuple[np.ndarray, float]:
 
 
 @pytest.mark.parametrize("keep", [0.25, 1.0])
-def test_decode_image_reads_wavelet_records(keep: float) -> None:
+def test_the_schema_decodes_wavelet_records(keep: float) -> None:
     from volprep.preprocess import wavelet
 
     original = np.ascontiguousarray(phantom("c05", 0, 2)[0][:16, :16, :16])  # 2 channels
     layout = wavelet.layout(original.shape, "db2", 2, keep)
-    feature = {"dtype": "float16", "shape": list(original.shape), "encoding": "wavelet-compress", "layout": layout}
-    out = decode_image({"image": [wavelet.encode(original, "db2", 2, keep)]}, feature)
+    feature = Feature("image", "float16", original.shape, "wavelet-compress", layout)
+    out = feature.decode([wavelet.encode(original, "db2", 2, keep)])
     assert out.shape == original.shape and out.dtype == np.float32
     for c in range(original.shape[3]):
         expected, bound = _k_term(original[..., c], keep)
@@ -337,7 +371,25 @@ def test_decode_image_reads_wavelet_records(keep: float) -> None:
         # band alone gives 17.7 dB. 25 dB leaves room for coding changes, not for losing details.
         assert psnr > 25
     with pytest.raises(ValueError, match="layout"):
-        decode_image({"image": [b""]}, {**feature, "layout": None})
+        dataclasses.replace(feature, layout=None).decode([b""])
+
+
+def test_the_report_draws_wavelet_records(tmp_path: Path) -> None:
+    from volprep.preprocess import wavelet
+
+    root = tmp_path / "out"
+    data = make_folder(root, channels=2, failures=0).to_dict()
+    original = phantom("c07", 0, 2)[0]
+    data["features"]["image"].update(encoding="wavelet-compress", layout=wavelet.layout(original.shape, "db2", 2, 0.25))
+    manifest = rewrite(root, data)
+    (root / manifest.splits["val"].shards[0].file).write_bytes(
+        record("c07", 0, 2, image=wavelet.encode(original, "db2", 2, 0.25)))
+    back = read_samples(root, manifest, [MontageRow("c07", "val", "small", ())], hist_records=0)
+    slices = back.samples[("c07", 0)].slices
+    assert slices is not None and not [line for line in back.problems if "c07" in line]
+    expected, bound = _k_term(original[..., 0], 0.25)  # channel 0, reconstructed with pywt alone
+    k = slices.index["axial"]
+    np.testing.assert_allclose(slices.views["axial"], expected[:, :, k], rtol=0, atol=bound)
 
 
 def test_montage_aspect_follows_voxel_spacing() -> None:
@@ -352,27 +404,31 @@ def test_montage_aspect_follows_voxel_spacing() -> None:
 
 def test_without_a_plan_class_names_follow_the_ids_not_the_positions(tmp_path: Path) -> None:
     root = tmp_path / "out"
-    manifest = make_folder(root, channels=1, with_plan=False, failures=0)
+    data = make_folder(root, channels=1, with_plan=False, failures=0).to_dict()
     # the same classes listed in another order: names and ids are parallel lists
-    manifest["classes"]["names"], manifest["classes"]["ids"] = ["large", "healthy", "small"], [2, 0, 1]
+    data["classes"]["names"], data["classes"]["ids"] = ["large", "healthy", "small"], [2, 0, 1]
+    manifest = rewrite(root, data)
     back = read_samples(root, manifest, [], hist_records=0, fallback_per_class=1)
     shown = {case: s.class_name for (case, _), s in back.samples.items()}
     assert shown == {case: CLASSES[CASES[case][1]] for case in shown}
     assert set(shown.values()) == {"healthy", "small", "large"}
+    # classes by the rarest mask value: a record's class label is none of them, so the
+    # fallback names no class (and lists no problem), and takes the first originals
+    data["classes"]["class_by"] = "rarest"
+    manifest = rewrite(root, data)
+    back = read_samples(root, manifest, [], hist_records=0, fallback_per_class=2)
+    assert [s.class_name for s in back.samples.values()] == [None, None] and not back.problems
+    assert back.records_read < manifest.splits["train"].num_records  # stops once it has them
 
 
 def test_montage_spacing_comes_from_each_record_affine(tmp_path: Path) -> None:
     root = tmp_path / "out"
     manifest = make_folder(root, channels=1, failures=0)
-    manifest["features"]["affine"] = {"dtype": "float64", "shape": [4, 4], "encoding": "raw"}
     # a rotated grid with voxels of 1 x 2 x 4 mm: the spacing is the affine's column norms
     rot = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     affine = np.eye(4)
     affine[:3, :3] = rot @ np.diag([1.0, 2.0, 4.0])
-    image, mask = phantom("c07", 0, 1)
-    shard = root / manifest["splits"]["val"]["shards"][0]["file"]
-    shard.write_bytes(frame_record(encode_example({
-        "image": image.astype("<f2").tobytes(), "mask": mask.tobytes(), "label": 1, "case_id": "c07", "copy": 0,
-        "augment": "", "affine": affine.astype("<f8").tobytes()})))
+    shard = root / manifest.splits["val"].shards[0].file
+    shard.write_bytes(record("c07", 0, 1, affine=affine.astype("<f8").tobytes()))
     back = read_samples(root, manifest, [MontageRow("c07", "val", "small", ())], hist_records=0)
     assert back.samples[("c07", 0)].spacing == pytest.approx((1.0, 2.0, 4.0))

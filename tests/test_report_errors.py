@@ -1,38 +1,40 @@
 """Tests for how the report meets bad data and its own failures.
 
 Data it cannot read (a missing shard, a record whose CRC fails, a record that is not a
-``tf.train.Example``, an unreadable plan.json) is listed in the report as a problem and
-logged; the rest of the report is still written. A failure of the report itself (a plot
+``tf.train.Example``, a record the manifest's schema cannot decode, an unreadable
+plan.json) is listed in the report as a problem and logged; the rest of the report is still
+written. A manifest the schema refuses is a usage error, before anything is drawn. A failure of the report itself (a plot
 that raises) leaves ``write_report`` as an exception, which the runner turns into one
 warning line: never silent, never fatal to a finished job.
 """
 
 from __future__ import annotations
 
+import html
+import json
 import logging
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from test_report import fake_result, make_folder, phantom
+from test_report import fake_result, make_folder, record, rewrite
 
+from volprep.errors import UsageError
 from volprep.records import encode_example, frame_record
-from volprep.report import decode_image, decode_mask, write_report
+from volprep.report import write_report
 
 
 def test_unreadable_records_and_files_are_listed_as_problems(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = tmp_path / "out"
     manifest = make_folder(root, channels=1, failures=0)
-    good = frame_record(encode_example({"image": phantom("c07", 0, 1)[0].astype("<f2").tobytes(),
-                                        "mask": phantom("c07", 0, 1)[1].tobytes(), "label": 1,
-                                        "case_id": "c07", "copy": 0, "augment": ""}))
+    good = record("c07", 0, 1)
     broken = bytearray(good)
     broken[20] ^= 0xFF  # a flipped byte inside the data: the data CRC fails
     garbage = frame_record(b"\x0f\xff\x03")  # framed correctly, but not a protobuf Example
-    val = root / manifest["splits"]["val"]["shards"][0]["file"]
+    val = root / manifest.splits["val"].shards[0].file
     val.write_bytes(frame_record(encode_example({"image": b"", "case_id": "c06", "copy": 0})) + garbage + good + bytes(broken))
-    (root / manifest["splits"]["train"]["shards"][1]["file"]).unlink()
+    (root / manifest.splits["train"].shards[1].file).unlink()
     (root / "plan.json").write_text("{not json")
     with caplog.at_level(logging.WARNING, logger="volprep"):
         index = write_report(root, fake_result(root, manifest))
@@ -57,18 +59,40 @@ def test_a_clean_folder_has_no_problems_section(tmp_path: Path) -> None:
     assert "<h2>Problems" not in page
 
 
-def test_decoding_errors_name_the_feature_and_the_sizes() -> None:
-    feature = {"dtype": "float16", "shape": [2, 2, 2, 1], "encoding": "raw"}
-    with pytest.raises(ValueError, match="no 'image' feature"):
-        decode_image({"case_id": [b"x"]}, feature)
-    with pytest.raises(ValueError, match="'image' should hold one bytes value"):
-        decode_image({"image": np.array([1, 2], np.int64)}, feature)
-    with pytest.raises(ValueError, match=r"image has 3 bytes, the manifest's float16 \[2, 2, 2, 1\] needs 16"):
-        decode_image({"image": [b"abc"]}, feature)
-    mask = {"dtype": "uint8", "shape": [2, 2, 2], "encoding": "raw"}
-    with pytest.raises(ValueError, match=r"mask has 1 bytes, the manifest's uint8 \[2, 2, 2\] needs 8"):
-        decode_mask({"mask": [b"a"]}, mask)
-    np.testing.assert_array_equal(decode_mask({"label": [bytes(range(8))]}, mask), np.arange(8).reshape(2, 2, 2))
+def test_records_the_schema_cannot_decode_are_problems_naming_the_feature(tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    manifest = make_folder(root, channels=1, with_plan=False, failures=0)
+    (root / manifest.splits["val"].shards[0].file).write_bytes(
+        record("c06", 0, 1, image=b"abc") + record("c07", 0, 1, image=np.array([1, 2], np.int64))
+        + record("c06", 1, 1, image=None) + record("c08", 0, 1, mask=b"a"))
+    # without a plan the montage takes the first originals of each class: their label is read
+    (root / manifest.splits["train"].shards[1].file).write_bytes(
+        record("c00", 0, 1, label=7) + record("c01", 0, 1, case_id=None) + record("c05", 0, 1, affine=b""))
+    page = html.unescape(write_report(root, fake_result(root, manifest)).read_text())
+    problems = page[page.index("<h2>Problems"):page.index("<h2>Figures")]
+    train = manifest.splits["train"].shards[1].file
+    for line in ("c06 copy 0 (val): feature 'image' has 3 bytes, the manifest's float16 [16, 20, 24, 1] needs 15360",
+                 "c07 copy 0 (val): feature 'image' should hold one bytes value, the record has ndarray",
+                 "c06 copy 1 (val): record has no 'image' feature",
+                 "c08 copy 0 (val): feature 'mask' has 1 bytes, the manifest's uint8 [16, 20, 24] needs 7680",
+                 f"{train}: record 0: label 7 is not one of the manifest's class ids",
+                 f"{train}: record 1: record has no 'case_id' feature",
+                 "c05 copy 0 (train): feature 'affine' has 0 bytes, the manifest's float64 [4, 4] needs 128"):
+        assert f"<li>{line}</li>" in problems, line
+    assert problems.count("<li>") == 7
+
+
+def test_a_manifest_the_schema_refuses_is_a_usage_error(tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    data = make_folder(root, channels=1, failures=0).to_dict()
+    data["features"]["image"]["encoding"] = "jpeg"
+    (root / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(UsageError, match="feature 'image': unknown encoding 'jpeg'"):
+        write_report(root)
+    assert not (root / "report").exists()
+    data["features"]["image"]["encoding"] = "raw"
+    rewrite(root, data)
+    assert write_report(root).is_file()
 
 
 def test_a_failing_plot_is_raised_and_the_runner_prints_one_line(

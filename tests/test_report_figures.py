@@ -1,8 +1,8 @@
 """Tests for volprep.report_figures: the class chart stays readable for any class count.
 
-Manifests here are literal dicts shaped like an atlas job's (hundreds of sparse class ids,
-few holding records) or an AAL job's (every case under one shared label, balancing by case
-not applicable); the figure is inspected through matplotlib's own objects (tick labels,
+Manifests here are complete typed manifests (``test_summary.atlas_manifest``) shaped like an
+atlas job's (hundreds of sparse class ids, few holding records) or an AAL job's (every case
+under one shared label, balancing by case not applicable); the figure is inspected through matplotlib's own objects (tick labels,
 texts, titles), not through pixels.
 """
 
@@ -11,24 +11,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from test_summary import atlas_manifest, make_manifest
+
+from volprep.manifest import Manifest
 from volprep.report_figures import MAX_BARS, class_counts_figure
 
 
-def manifest(n_classes: int, held: dict[int, tuple[int, int, int]]) -> dict[str, Any]:
+def manifest(n_classes: int, held: dict[int, tuple[int, int, int]]) -> Manifest:
     """Classes with sparse ids 0, 1, 4, 7, ... (plus those in ``held``); ``held`` maps a class
     id to (train before, train after, val originals), every other class holds nothing."""
-    ids = sorted(set([0, *range(1, 3 * n_classes, 3)][:n_classes]) | set(held))[:n_classes]
-    names = ["background" if i == 0 else f"NeuroMaps_{i}" for i in ids]
-    get = {n: held.get(i, (0, 0, 0)) for i, n in zip(ids, names, strict=True)}
-    return {
-        "splits": {"train": {"num_records": 5, "shards": []}, "val": {"num_records": 1, "shards": []}},
-        "classes": {"names": names, "ids": ids,
-                    "counts_before": {n: c[0] for n, c in get.items()},
-                    "counts_after": {n: c[1] for n, c in get.items()},
-                    "per_split": {"train": {n: c[0] for n, c in get.items()},
-                                  "val": {n: c[2] for n, c in get.items()}}},
-        "notes": [],
-    }
+    return atlas_manifest(n_classes, held)
 
 
 def ticks(fig: Any) -> list[list[str]]:
@@ -85,3 +77,13 @@ def test_the_chart_says_when_balancing_by_case_does_not_apply() -> None:
     assert "every case holds (nearly) every label" in texts(fig)
     fig = class_counts_figure(manifest(3, {0: (3, 3, 1), 1: (2, 4, 1), 4: (1, 3, 1)}), {"explanation": ["Target: 3"]})
     assert "does not apply" not in texts(fig)
+
+
+def test_without_classes_the_chart_shows_records_per_split() -> None:
+    no_classes = {"names": [], "ids": [], "class_by": "none", "counts_before": {}, "counts_after": {}, "per_split": {}}
+    fig = class_counts_figure(make_manifest(classes=no_classes), None)
+    assert fig.axes[0].get_title() == "Records per split (no classes in this dataset)"
+    assert ticks(fig)[0] == ["train", "val"]
+    assert [t.get_text() for t in fig.axes[0].texts] == ["14", "3"]  # originals + augmented copies
+    originals = [p.get_height() for p in fig.axes[0].patches][:2]
+    assert originals == [9, 3]

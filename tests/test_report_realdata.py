@@ -16,6 +16,7 @@ import pytest
 from test_summary import balance_section
 
 from volprep.cli import main
+from volprep.manifest import read_manifest
 from volprep.report import write_report
 from volprep.report_figures import MAX_BARS, class_counts_figure
 
@@ -33,8 +34,8 @@ def test_atlas_report_is_short_and_fast(realdata: Path, tmp_path: Path, capsys: 
     text = run(realdata / "atlas", out, capsys)
     section = balance_section(text)
     assert len(section) <= 12 and any("more classes" in line for line in section), "\n".join(section)
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert len(manifest["classes"]["names"]) > 700
+    manifest = read_manifest(out)
+    assert len(manifest.classes.names) > 700
     start = time.perf_counter()
     write_report(out)
     assert time.perf_counter() - start < 5  # 31-48 s before
@@ -49,6 +50,5 @@ def test_aal_summary_and_chart_say_balancing_does_not_apply(
     out = tmp_path / "aal"
     section = balance_section(run(realdata / "aal", out, capsys))
     assert "does not apply" in section[0] and not any("->" in line for line in section)
-    fig = class_counts_figure(json.loads((out / "manifest.json").read_text()),
-                              json.loads((out / "plan.json").read_text()))
+    fig = class_counts_figure(read_manifest(out), json.loads((out / "plan.json").read_text()))
     assert "does not apply" in "\n".join([fig.axes[0].get_title(), *(t.get_text() for t in fig.texts)])

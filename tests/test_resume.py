@@ -165,11 +165,11 @@ def test_config_changes_recompute_only_affected_stages(demo_data: Path, referenc
     norm = _run(demo_data, out, pipeline_toml(tmp_path / "b.toml", shard_size_mb=1.0, normalize="percentile"))
     assert norm.cases_reused == DEMO_CASES  # normalisation is applied when shards are written
     assert outputs(out) != new
-    assert norm.manifest["normalization"]["method"] == "percentile"
+    assert norm.manifest.normalization["method"] == "percentile"
 
     factor = _run(demo_data, out, pipeline_toml(tmp_path / "c.toml", shard_size_mb=1.0, factor=4))
     assert factor.cases_reused == 0 and factor.cases_converted == DEMO_CASES
-    assert factor.manifest["target_shape"] != norm.manifest["target_shape"]
+    assert factor.manifest.target_shape != norm.manifest.target_shape
 
 
 @pytest.mark.slow

@@ -1,8 +1,14 @@
-"""Tests for volprep.summary: the end-of-job summary and ``volprep inspect`` text."""
+"""Tests for volprep.summary: the end-of-job summary and ``volprep inspect`` text.
+
+Manifests are literal dicts of a complete ``manifest.json``, typed with
+``Manifest.from_dict`` as ``read_manifest`` does (:func:`typed` checks that a fixture
+round-trips exactly, so none leans on a default).
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -11,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from volprep.manifest import FORMAT_VERSION, Manifest, read_manifest
 from volprep.summary import human_size, inspect_text, load_snippet, summary_text
 
 
@@ -18,8 +25,8 @@ def shard(name: str, records: int, size: int) -> dict[str, Any]:
     return {"file": name, "num_records": records, "num_bytes": size, "sha256": "ab" * 32}
 
 
-MANIFEST: dict[str, Any] = {
-    "format_version": 1,
+DATA: dict[str, Any] = {
+    "format_version": FORMAT_VERSION,
     "volprep_version": "0.1.0",
     "dataset": {"name": "Task01", "layout": "msd", "num_cases": 13, "label_names": {"0": "bg", "1": "tumour"}},
     "features": {
@@ -28,6 +35,7 @@ MANIFEST: dict[str, Any] = {
         "case_id": {"dtype": "string", "shape": [], "encoding": "bytes"},
         "copy": {"dtype": "int64", "shape": [], "encoding": "int64"},
         "augment": {"dtype": "string", "shape": [], "encoding": "bytes"},
+        "affine": {"dtype": "float64", "shape": [4, 4], "encoding": "raw"},
     },
     "splits": {
         "train": {"num_records": 14, "num_originals": 9,
@@ -35,7 +43,7 @@ MANIFEST: dict[str, Any] = {
                              shard("train-00001-of-00002.tfrecord", 7, 2_100_000)]},
         "val": {"num_records": 3, "num_originals": 3, "shards": [shard("val-00000-of-00001.tfrecord", 3, 950_000)]},
     },
-    "classes": {"names": ["bg", "tumour", "cyst"],
+    "classes": {"names": ["bg", "tumour", "cyst"], "ids": [0, 1, 2], "class_by": "label",
                 "counts_before": {"bg": 5, "tumour": 3, "cyst": 1},
                 "counts_after": {"bg": 5, "tumour": 5, "cyst": 4},
                 "per_split": {"train": {"bg": 5, "tumour": 3, "cyst": 1}, "val": {"bg": 1, "tumour": 1, "cyst": 1}}},
@@ -43,6 +51,7 @@ MANIFEST: dict[str, Any] = {
     "fidelity": {"num_cases": 12, "psnr": {"min": 35.123, "median": 40.5}, "ratio": {"min": 7.9, "median": 8.0}},
     "target_shape": [32, 32, 32],
     "notes": ["cases without a class label count under their rarest foreground label."],
+    "case_notes": {"affine from pixdim (qform and sform unusable)": 2},
     "failures": [{"case": f"case_{i:02d}", "path": f"/data/imagesTr/case_{i:02d}.nii.gz", "error": "gzip stream truncated"}
                  for i in range(7)],
     "config": {"job": {"seed": 3, "splits": {"train": 0.8, "val": 0.2}, "on_error": "skip"},
@@ -51,13 +60,30 @@ MANIFEST: dict[str, Any] = {
 }
 
 
-def failure(f: dict[str, str]) -> SimpleNamespace:
-    return SimpleNamespace(**f, line=lambda: f"case {f['case']}: {f['path']}: {f['error']}")
+def typed(data: dict[str, Any]) -> Manifest:
+    """``data`` as ``read_manifest`` gives it; it must be complete (round-trip exactly)."""
+    manifest = Manifest.from_dict(data)
+    assert manifest.to_dict() == data, "the fixture is not a complete manifest"
+    return manifest
 
 
-def result(out: Path, manifest: dict[str, Any] = MANIFEST, **kw: Any) -> SimpleNamespace:
+def make_manifest(**changes: Any) -> Manifest:
+    """The fixture manifest with some top-level keys replaced."""
+    data = copy.deepcopy(DATA)
+    data.update(changes)
+    return typed(data)
+
+
+MANIFEST = make_manifest()
+
+
+def failure(case: str, path: str, error: str) -> SimpleNamespace:
+    return SimpleNamespace(case=case, path=path, error=error, line=lambda: f"case {case}: {path}: {error}")
+
+
+def result(out: Path, manifest: Manifest = MANIFEST, **kw: Any) -> SimpleNamespace:
     base = dict(out_dir=out, exit_code=3, manifest=manifest,
-                failures=[failure(f) for f in manifest["failures"]], cases_found=19, cases_converted=12,
+                failures=[failure(f.case, f.path, f.error) for f in manifest.failures], cases_found=19, cases_converted=12,
                 cases_reused=5, timings={"discover": 0.04, "convert": 12.25, "write": 3.5}, notes=[])
     base.update(kw)
     return SimpleNamespace(**base)
@@ -82,6 +108,8 @@ def test_summary_has_splits_balance_shards_fidelity_time_and_load(tmp_path: Path
     assert "cyst    1 -> 4  (+3 augmented)" in text
     assert "bg      5 -> 5\n" in text
     assert "psnr min 35.12 dB, median 40.5 dB" in text
+    assert "records    image float16 [32, 32, 32, 1] raw; label uint8 [32, 32, 32] raw" in text
+    assert "2 case(s): affine from pixdim (qform and sform unusable)" in text
     assert "convert 12.2s" in text or "convert 12.3s" in text
     assert "total 15.8s" in text
     assert text.endswith(load_snippet(str(tmp_path)).splitlines()[1])
@@ -98,8 +126,8 @@ def test_summary_colour_and_report_line(tmp_path: Path) -> None:
 
 
 def test_summary_of_a_clean_job_without_classes(tmp_path: Path) -> None:
-    manifest = copy.deepcopy(MANIFEST)
-    manifest.update(failures=[], fidelity=None, classes={"names": [], "counts_before": {}, "counts_after": {}})
+    manifest = make_manifest(failures=[], fidelity=None, classes={
+        "names": [], "ids": [], "class_by": "label", "counts_before": {}, "counts_after": {}, "per_split": {}})
     text = summary_text(result(tmp_path, manifest, failures=[], exit_code=0), color=False)
     assert "0 failed" in text and "failures.csv" not in text
     assert "balance" not in text and "fidelity" not in text
@@ -115,13 +143,13 @@ def test_load_snippet_is_two_lines_of_python(tmp_path: Path) -> None:
 
 def test_inspect_lists_every_shard_class_failure_and_config() -> None:
     text = inspect_text(MANIFEST, "/shards")
-    for split in MANIFEST["splits"].values():
+    for split in DATA["splits"].values():
         for s in split["shards"]:
             assert s["file"] in text
-    for name in MANIFEST["classes"]["names"]:
+    for name in DATA["classes"]["names"]:
         assert f"\n  {name} " in text
     assert "val originals" in text
-    for f in MANIFEST["failures"]:
+    for f in DATA["failures"]:
         assert f"case {f['case']}: {f['path']}: {f['error']}" in text
     assert "failures: 7" in text
     assert "normalization: zscore with dataset statistics" in text
@@ -131,10 +159,23 @@ def test_inspect_lists_every_shard_class_failure_and_config() -> None:
     assert "target_shape = (unset)" in text
     assert "splits   = { train = 0.8, val = 0.2 }" in text
     assert "14 records (9 originals + 5 augmented)" in text
+    assert f"/shards (format {FORMAT_VERSION}, volprep 0.1.0)" in text
+    assert "dataset: Task01 (msd layout, 13 cases)\n  label values: 0 = bg, 1 = tumour" in text
+    assert ("features:\n"
+            "  affine   float64  [4, 4]           raw\n"
+            "  augment  string   []               bytes\n"
+            "  case_id  string   []               bytes\n"
+            "  copy     int64    []               int64\n"
+            "  image    float16  [32, 32, 32, 1]  raw\n"
+            "  label    uint8    [32, 32, 32]     raw\n") in text
+    assert "  2 case(s): affine from pixdim (qform and sform unusable)" in text
+    assert "target shape: [32, 32, 32]" in text and "seed: 3" in text
 
 
-def test_inspect_is_deterministic_and_aligned() -> None:
-    assert inspect_text(MANIFEST, "/shards") == inspect_text(copy.deepcopy(MANIFEST), "/shards")
+def test_inspect_is_deterministic_and_aligned(tmp_path: Path) -> None:
+    # the same text for the manifest read back from manifest.json, as `volprep inspect` reads it
+    (tmp_path / "manifest.json").write_text(json.dumps(DATA))
+    assert inspect_text(MANIFEST, "/shards") == inspect_text(read_manifest(tmp_path), "/shards")
     rows = [line for line in inspect_text(MANIFEST).splitlines() if ".tfrecord" in line]
     assert len({line.index("records") for line in rows}) == 1  # the record column lines up
 
@@ -145,7 +186,7 @@ def test_human_size(n: float, text: str) -> None:
     assert human_size(n) == text
 
 
-def atlas_manifest(n_classes: int = 725, held: dict[int, tuple[int, int, int]] | None = None) -> dict[str, Any]:
+def atlas_manifest(n_classes: int = 725, held: dict[int, tuple[int, int, int]] | None = None) -> Manifest:
     """A manifest like an atlas job's: hundreds of sparse label ids, few of them holding records.
 
     ``held`` maps class id -> (train before, train after, val originals); every other class
@@ -156,15 +197,13 @@ def atlas_manifest(n_classes: int = 725, held: dict[int, tuple[int, int, int]] |
     ids = sorted(set(ids) | set(held))[:n_classes]
     names = ["background" if i == 0 else f"NeuroMaps_{i}" for i in ids]
     name_of = dict(zip(ids, names, strict=True))
-    manifest = copy.deepcopy(MANIFEST)
-    manifest["classes"] = {
-        "names": names, "ids": ids,
+    return make_manifest(classes={
+        "names": names, "ids": ids, "class_by": "label",
         "counts_before": {n: held.get(i, (0, 0, 0))[0] for i, n in name_of.items()},
         "counts_after": {n: held.get(i, (0, 0, 0))[1] for i, n in name_of.items()},
         "per_split": {"train": {n: held.get(i, (0, 0, 0))[0] for i, n in name_of.items()},
                       "val": {n: held.get(i, (0, 0, 0))[2] for i, n in name_of.items()}},
-    }
-    return manifest
+    })
 
 
 def balance_section(text: str) -> list[str]:
@@ -217,8 +256,9 @@ def test_summary_says_when_balancing_by_case_does_not_apply(tmp_path: Path) -> N
     assert "does not apply" in section[0] and "every case holds (nearly) every label" in section[0]
     assert not any("->" in line for line in section)
     # the manifest's note says it too, without a plan.json (and the summary takes a plan argument)
-    manifest["notes"] = ["every case holds (nearly) every label, so each case counts under a label (nearly) "
-                         "all cases share: balancing by case does not apply to this dataset (no augmented copies)"]
+    manifest = dataclasses.replace(manifest, notes=(
+        "every case holds (nearly) every label, so each case counts under a label (nearly) "
+        "all cases share: balancing by case does not apply to this dataset (no augmented copies)",))
     section = balance_section(summary_text(result(tmp_path, manifest), color=False, plan={}))
     assert "does not apply" in section[0] and not any("->" in line for line in section)
     # and a plan that balances gives the rows

@@ -47,10 +47,10 @@ def measure_loader(out: str | Path, split: str = "train", batch_size: int = 4, b
         raise ValueError(f"batches and batch_size must be >= 1, got {batches}, {batch_size}")
     ds, manifest = load(out, split=split, batch_size=batch_size, repeat=True, seed=0, with_info=True,
                         **load_options)
-    info = manifest["splits"][split]
-    records = int(info["num_records"])
-    record_mb = sum(s["num_bytes"] for s in info["shards"]) / max(1, records) / 1e6
-    image = manifest["features"]["image"]
+    info = manifest.splits[split]
+    records = info.num_records
+    record_mb = sum(s.num_bytes for s in info.shards) / max(1, records) / 1e6
+    image = manifest.features["image"]
     it = iter(ds)
     first = None
     for _ in range(WARMUP_BATCHES):
@@ -64,7 +64,7 @@ def measure_loader(out: str | Path, split: str = "train", batch_size: int = 4, b
     total = time.perf_counter() - start
     volumes_per_s = batches * batch_size / total
 
-    files = [str(Path(out) / s["file"]) for s in info["shards"]]
+    files = [str(Path(out) / s.file) for s in info.shards]
     # The read limit, timed the same way as the loader (a warmed-up iterator, one next()
     # a batch), so small or large records compare fairly: records read and batched,
     # nothing parsed.
@@ -78,11 +78,11 @@ def measure_loader(out: str | Path, split: str = "train", batch_size: int = 4, b
     read_limit = batches * batch_size / (time.perf_counter() - t)
 
     voxels = 1
-    for n in image["shape"]:
+    for n in image.shape:
         voxels *= int(n)
     figures: dict[str, Any] = {
         "out": str(out), "split": split, "batch_size": batch_size, "batches": batches,
-        "image": {"shape": image["shape"], "dtype": image["dtype"], "encoding": image["encoding"]},
+        "image": {"shape": list(image.shape), "dtype": image.dtype, "encoding": image.encoding},
         "records": records, "record_mb": record_mb,
         "volumes_per_s": volumes_per_s, "mb_per_s": volumes_per_s * record_mb,
         "ms_per_batch": statistics.median(times) * 1e3,
@@ -101,13 +101,13 @@ def measure_loader(out: str | Path, split: str = "train", batch_size: int = 4, b
     return figures
 
 
-def _model_step_ms(batch: Any, manifest: dict[str, Any]) -> float:
+def _model_step_ms(batch: Any, manifest: Any) -> float:
     """Median ms of a training step of the reference model on one batch."""
     import numpy as np
 
     images = batch[0] if isinstance(batch, tuple) else batch
     labels = batch[1] if isinstance(batch, tuple) else None
-    names = manifest.get("classes", {}).get("names") or []
+    names = manifest.classes.names
     if labels is None or labels.shape.rank != 1:
         labels = np.zeros([int(images.shape[0])], np.int64)  # a class head on segmentation data
     model = reference_model(tuple(images.shape[1:]), max(2, len(names)))

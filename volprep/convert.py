@@ -8,38 +8,28 @@ result instead of an exception, so one bad case never stops the job.
 Fidelity figures (PSNR/SSIM of a lossy reduction) are part of a case's result only when
 the runner asks for them (a fixed sample of cases), so the manifest's figures never
 depend on which cases an earlier run happened to measure.
-
-Fault injection for tests: when the environment variable ``VOLPREP_TEST_HOLD_CASE`` is
-``<case_id>:<folder>`` and ``<folder>`` exists, the worker that converts that case writes a
-file named after its pid into ``<folder>`` and sleeps (up to ``HOLD_SECONDS``) before
-converting it, so a test can kill exactly that worker process from outside. It is read
-only here, costs one dictionary lookup a case, and is never set outside tests.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from volprep import io, reductions
 from volprep.cache import CaseCache, Damaged, input_fingerprint
 from volprep.cases import Case
 from volprep.config import PipelineConfig
 from volprep.errors import InputError
+from volprep.preprocess import prepare_case
 
-HOLD_ENV = "VOLPREP_TEST_HOLD_CASE"  # fault injection for tests, see the module docstring
-HOLD_SECONDS = 120.0
-
-# Settings applied when shards are written (crop/pad, normalisation, storage dtype): a
-# change to these rewrites shards but reuses every cached case.
-WRITE_TIME_KEYS = frozenset({
-    "target_shape", "normalize", "zscore_over", "percentile_scale", "ct_window",
-    "dataset_stats", "dtype",
-})
+# What decides the cache, besides the inputs and the reduction's own keys: reorientation,
+# the foreground crop and the statistics gathered (everything else about the records --
+# the window, normalisation, dtype, encoding -- is decided when shards are written).
+CACHE_PREPROCESS_KEYS = ("orientation", "reduce", "crop_foreground", "p_low", "p_high")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,17 +48,12 @@ class CaseResult:
 
 def cache_config_key(config: PipelineConfig) -> str:
     """The parts of the config that change what the cache holds for a case."""
-    import json
-
-    pre = {k: v for k, v in config.to_dict()["preprocess"].items() if k not in WRITE_TIME_KEYS}
-    if config.preprocess.reduce == "resample" and config.preprocess.spacing is None:
-        pre["target_shape"] = config.preprocess.target_shape
-    if config.preprocess.reduce != "wavelet":
-        for key in ("wavelet", "level", "mode"):
-            pre.pop(key, None)
+    pre = config.preprocess
+    keys = {k: getattr(pre, k) for k in CACHE_PREPROCESS_KEYS}
+    keys.update(reductions.for_config(pre).cache_keys(pre))
     # max_bytes only decides which cases are read at all (checked on headers every run).
     read = {k: v for k, v in config.to_dict()["read"].items() if k != "max_bytes"}
-    return json.dumps({"read": read, "preprocess": pre}, sort_keys=True)
+    return json.dumps({"read": read, "preprocess": keys}, sort_keys=True, default=list)
 
 
 def case_inputs(case: Case) -> list[Path]:
@@ -105,7 +90,6 @@ def convert_case(case: Case, config: PipelineConfig, cache_dir: str,
     # A cached case reused for the fidelity sample must have been measured.
     if isinstance(found, dict) and (found.get("fidelity_measured") or not fidelity):
         return CaseResult(case.case_id, ok=True, reused=True, meta=_public_meta(found, fidelity))
-    _hold_if_asked(case.case_id)
     try:
         meta = _convert(case, config, cache, fingerprint, declared_labels, fidelity)
     except InputError as err:
@@ -129,25 +113,8 @@ def _public_meta(meta: dict[str, Any], fidelity: bool) -> dict[str, Any]:
     return out
 
 
-def _hold_if_asked(case_id: str) -> None:
-    """The test-only fault-injection hook (``VOLPREP_TEST_HOLD_CASE``); see the module docstring."""
-    value = os.environ.get(HOLD_ENV)
-    if not value:
-        return
-    target, _, folder = value.partition(":")
-    if target != case_id or not folder or not Path(folder).is_dir():
-        return
-    Path(folder, str(os.getpid())).write_text(case_id)
-    deadline = time.monotonic() + HOLD_SECONDS
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
 def _convert(case: Case, config: PipelineConfig, cache: CaseCache, fingerprint: str,
              declared_labels: tuple[int, ...] | None, fidelity: bool) -> dict[str, Any]:
-    from volprep import io
-    from volprep.preprocess import prepare_case
-
     volume = io.read_case_images(list(case.images), config.read)
     mask = None
     if case.mask is not None:

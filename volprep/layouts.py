@@ -27,8 +27,8 @@ from volprep.names import (
     id_from_images,
     resolve,
     safe_case_id,
+    sort_folder,
     strip_extension,
-    volume_ext,
 )
 from volprep.tables import INT, Table, split_name
 
@@ -41,7 +41,7 @@ Problem = tuple[str, str, str]  # (case id or "-", path, problem)
 class Entry:
     """A case as listed, before its id, class label and files are checked."""
 
-    source: str  # where it was listed, for messages: "imagesTr/x.nii.gz", "cases.csv line 4"
+    source: str  # where it was listed, for messages: "imagesTr/<file>", "cases.csv line 4"
     case_id: str
     images: list[Path] = field(default_factory=list)
     mask: Path | None = None
@@ -73,36 +73,19 @@ class Entry:
 def list_volumes(folder: Path) -> tuple[list[str], list[Problem]]:
     """Names in ``folder`` that are volumes (sorted, hidden files skipped) and companion problems.
 
-    ``.img`` files are the data of a same-name ``.hdr``; a ``.raw`` is a volume only with a
-    ``.json`` sidecar, and is taken for MetaImage data when a ``.mhd`` sits beside it. A name
-    is listed whatever it is (a FIFO, a dangling link, a folder named ``x.nii.gz``), so that
-    the finishing check reports it instead of it vanishing.
+    Which names are volumes is the input formats' rule (:func:`volprep.names.sort_folder`):
+    a companion (a pair's data file, a sidecar) is never listed, and a volume that lacks a
+    companion it needs, or a companion without its volume, is a problem. A name is listed
+    whatever it is (a FIFO, a dangling link, a folder named like a volume), so that the
+    finishing check reports it instead of it vanishing.
     """
     try:
         names = sorted(n for n in os.listdir(folder) if not n.startswith("."))
     except OSError as err:
         raise DatasetError(f"{folder}: cannot list: {err.strerror or err}") from None
-    lower = {n.lower() for n in names}
-    has_mhd = any(n.endswith(".mhd") for n in lower)
-    volumes: list[str] = []
-    problems: list[Problem] = []
-    for name in names:
-        path = folder / name
-        stem = strip_extension(name)
-        if name.lower().endswith(".img"):
-            if f"{stem}.hdr".lower() not in lower:
-                problems.append((safe_case_id(stem), str(path), "Analyze/NIfTI .img without its .hdr"))
-            continue
-        ext = volume_ext(name)
-        if ext == ".raw":
-            if f"{stem}.mhd".lower() in lower:
-                continue
-            if f"{stem}.json".lower() not in lower:
-                if not has_mhd:
-                    problems.append((safe_case_id(stem), str(path), "raw volume without a .json sidecar (shape, dtype, spacing)"))
-                continue
-        if ext is not None:
-            volumes.append(name)
+    volumes, refused = sort_folder(names)
+    problems: list[Problem] = [(safe_case_id(strip_extension(name)), str(folder / name), why)
+                               for name, why in refused]
     return volumes, problems
 
 
@@ -134,7 +117,7 @@ def msd_entries(root: Path, json_path: Path, meta: dict[str, Any]) -> list[Entry
             if problem:
                 entry.refuse(path, problem)
         if len(entry.images) == 1 and entry.problem is None and not os.path.lexists(entry.images[0]):
-            # nnU-Net v1 lists "imagesTr/x.nii.gz" for the files x_0000.nii.gz, x_0001.nii.gz...
+            # nnU-Net v1 lists "imagesTr/x.<ext>" for the files x_0000.<ext>, x_0001.<ext>...
             entry.images = _channel_files(entry.images[0]) or entry.images
         if raw_mask is not None:
             entry.mask, problem = resolve(raw_mask, root, f"{where}.label", allow_absolute=False)
@@ -196,7 +179,7 @@ def images_tr_entries(root: Path, declared_channels: int | None) -> tuple[list[E
 
     Files are read as nnU-Net channels (``x_0000``, ``x_0001`` -> case ``x``) when every image
     name carries a ``_NNNN`` suffix and no label is named after a full image name; otherwise
-    each image file is one case (MSD naming, ``x.nii.gz`` in both folders).
+    each image file is one case (MSD naming, the same file name in both folders).
     """
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     image_names, problems = list_volumes(images_dir)
@@ -276,7 +259,7 @@ def folder_entries(root: Path, table: Table | None) -> tuple[list[Entry], list[P
 
     A labels table with an ``image`` column lists cases, by the rules of a CSV of cases
     (paths relative to the folder, ``..`` and hidden files refused), so its images may sit in
-    subfolders (``images/x.nii.gz``). A volume of the folder itself that a row lists is that
+    subfolders (``images/<file>``). A volume of the folder itself that a row lists is that
     row's case (the row's ``case_id`` wins); one that no row lists stays a case without a
     row, as without an ``image`` column; one whose id is also the id of a listed image
     elsewhere is an ambiguous duplicate (a DatasetError naming both). A row with an empty

@@ -24,6 +24,7 @@ from typing import Any
 
 from volprep.errors import UsageError
 from volprep.manifest import read_manifest
+from volprep.schema import Schema
 
 log = logging.getLogger(__name__)
 
@@ -93,58 +94,6 @@ def tune_allocator() -> bool:
         log.info("malloc: mmap threshold %d MiB, trim threshold %d MiB", MMAP_THRESHOLD_BYTES >> 20,
                  TRIM_THRESHOLD_BYTES >> 20)
     return ok
-
-
-def parse_spec(features: dict[str, Any]) -> dict[str, Any]:
-    """``tf.io.parse_example`` features for a manifest's feature spec."""
-    import tensorflow as tf
-
-    spec: dict[str, Any] = {}
-    for name, feat in features.items():
-        encoding = feat["encoding"]
-        if encoding == "int64":
-            spec[name] = tf.io.FixedLenFeature(feat["shape"], tf.int64)
-        elif encoding == "float":
-            spec[name] = tf.io.FixedLenFeature(feat["shape"], tf.float32)
-        else:  # raw, bytes, wavelet-*: one bytes element
-            spec[name] = tf.io.FixedLenFeature([], tf.string)
-    return spec
-
-
-def decode_batch(parsed: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
-    """Decodes a parsed batch: raw arrays to their static shapes, wavelets reconstructed.
-
-    Every raw feature's byte length is checked against the manifest's dtype and shape in
-    the graph: a record that disagrees raises ``InvalidArgumentError`` naming the feature
-    and the expected size (never a silently re-batched reshape).
-    """
-    import math
-
-    import tensorflow as tf
-
-    out: dict[str, Any] = {}
-    for name, value in parsed.items():
-        feat = features[name]
-        encoding = feat["encoding"]
-        if encoding == "raw":
-            dtype = tf.dtypes.as_dtype(feat["dtype"])
-            shape = [int(n) for n in feat["shape"]]
-            expected = math.prod(shape) * dtype.size
-            check = tf.debugging.assert_equal(
-                tf.strings.length(value), tf.constant(expected, tf.int32),
-                message=(f"feature {name}: the record bytes do not match the manifest "
-                         f"({feat['dtype']} {shape} = {expected} bytes a record)"))
-            with tf.control_dependencies([check]):
-                flat = tf.io.decode_raw(value, dtype, little_endian=True)
-            out[name] = tf.reshape(flat, [tf.shape(value)[0], *shape])
-            out[name] = tf.ensure_shape(out[name], [value.shape[0], *shape])
-        elif encoding.startswith("wavelet"):
-            from volprep.preprocess.wavelet_tf import decode_batch as wavelet_decode
-
-            out[name] = tf.ensure_shape(wavelet_decode(value, feat["layout"]), [value.shape[0], *feat["shape"]])
-        else:
-            out[name] = value
-    return out
 
 
 def load(
@@ -217,6 +166,8 @@ def load(
     """
     import tensorflow as tf
 
+    from volprep.schema_tf import decode_batch, parse_spec
+
     if input_context is not None:
         num_shards = int(input_context.num_input_pipelines)
         shard_index = int(input_context.input_pipeline_id)
@@ -226,13 +177,13 @@ def load(
     manifest = read_manifest(path)
     if tune_malloc:
         tune_allocator()
-    if split not in manifest["splits"]:
-        raise UsageError(f"{path}: no split {split!r}; splits: {', '.join(sorted(manifest['splits']))}")
-    features: dict[str, Any] = manifest["features"]
+    if split not in manifest.splits:
+        raise UsageError(f"{path}: no split {split!r}; splits: {', '.join(sorted(manifest.splits))}")
+    features = manifest.features
     label_name = _target_feature(features, target)
-    shards = manifest["splits"][split]["shards"]
-    plan = host_plan([s["num_records"] for s in shards], num_shards, shard_index)
-    files = [str(Path(path) / shards[i]["file"]) for i in plan.files]
+    shards = manifest.splits[split].shards
+    plan = host_plan([s.num_records for s in shards], num_shards, shard_index)
+    files = [str(Path(path) / shards[i].file) for i in plan.files]
     autotune = tf.data.AUTOTUNE
     ordered = bool(deterministic)
 
@@ -258,11 +209,11 @@ def load(
     if shuffle and not cache and buffer > 1:
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    wanted = {k: features[k] for k in ("image", label_name) if k is not None}
-    spec = parse_spec(wanted)
+    wanted = [k for k in ("image", label_name) if k is not None]  # parse only what is asked for
+    spec = parse_spec(features, wanted)
 
     def parse(serialized: Any) -> Any:
-        decoded = decode_batch(tf.io.parse_example(serialized, spec), wanted)
+        decoded = decode_batch(tf.io.parse_example(serialized, spec), features)
         image = tf.cast(decoded["image"], tf.float32)
         if label_name is None:
             return image
@@ -299,15 +250,13 @@ def _options(tf: Any, ordered: bool, threads: int, sharded: bool) -> Any:
     return options
 
 
-def _target_feature(features: dict[str, Any], target: str) -> str | None:
+def _target_feature(features: Schema, target: str) -> str | None:
     if target not in ("label", "mask"):
         raise ValueError(f"target must be 'label' or 'mask', got {target!r}")
     if target == "mask":
-        if "mask" in features:
-            return "mask"
-        if "label" in features and features["label"]["encoding"] == "raw":
-            return "label"
-        raise ValueError("target='mask' but these shards hold no label volumes")
+        if features.label_volume is None:
+            raise ValueError("target='mask' but these shards hold no label volumes")
+        return features.label_volume
     return "label" if "label" in features else None
 
 
@@ -357,14 +306,14 @@ def host_plan(counts: list[int], num_shards: int, shard_index: int) -> HostPlan:
 
 
 def _augmented(ds: Any, augment: Any, seed: int | None, label_name: str | None,
-               features: dict[str, Any], ordered: bool) -> Any:
+               features: Schema, ordered: bool) -> Any:
     """Batched online augmentation with stateless randomness seeded by (seed, step)."""
     import tensorflow as tf
 
     from volprep.augment.tf_ops import augment_batch
 
     base = int(seed if seed is not None else (augment.seed if augment.seed is not None else 0))
-    label_is_volume = label_name is not None and features[label_name]["encoding"] == "raw"
+    label_is_volume = label_name is not None and features[label_name].is_volume
 
     def apply(step: Any, batch: Any) -> Any:
         step_seed = tf.stack([tf.constant(base, tf.int64), tf.cast(step, tf.int64)])

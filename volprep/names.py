@@ -1,13 +1,18 @@
 """Names and paths for dataset discovery: case ids from file names, and which files may be used.
 
-This module owns three fixed rules that the rest of discovery (:mod:`volprep.tables`,
-:mod:`volprep.layouts`, :mod:`volprep.cases`) shares: how a file name becomes a case id
-(:func:`strip_extension`, :func:`safe_case_id`, :func:`id_from_images`); how a path listed by
-a user is resolved against the dataset folder (:func:`resolve`: ``..`` and hidden files
-refused); and what counts as a usable file (:func:`file_problem`: a regular file, symlinks
-followed; a FIFO, socket, device, folder or dangling link is named as such). Nothing here
-opens a file: a FIFO is recognised from ``stat`` alone, since opening one blocks until a
-writer comes. It imports nothing from the rest of volprep.
+This module owns the rules that the rest of discovery (:mod:`volprep.tables`,
+:mod:`volprep.layouts`, :mod:`volprep.cases`) shares: which file names are volumes and which
+are companions read with them (:func:`volume_ext`, :func:`sort_folder`,
+:func:`companion_problem`), how a file name becomes a case id (:func:`strip_extension`,
+:func:`safe_case_id`, :func:`id_from_images`); how a path listed by a user is resolved
+against the dataset folder (:func:`resolve`: ``..`` and hidden files refused); and what
+counts as a usable file (:func:`file_problem`: a regular file, symlinks followed; a FIFO,
+socket, device, folder or dangling link is named as such). The volume suffixes and
+companion rules are not listed here: they are the input formats' own, read from the format
+table :data:`volprep.io.formats.FORMATS` (see :class:`volprep.io.protocol.Companion` for
+what each rule means); the functions that use it take that table, the registry's by default. Nothing
+here opens a file: a FIFO is recognised from ``stat`` alone, since opening one blocks until
+a writer comes.
 """
 
 from __future__ import annotations
@@ -15,24 +20,28 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
-# Files a folder discovery takes as volumes (``.img`` and ``.raw`` data files are companions).
-VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".mha", ".mhd", ".hdr", ".raw")
-# Extensions removed to make a case id, longest first so ``.nii.gz`` wins over ``.gz``.
-ID_EXTENSIONS = (".nii.gz", ".nii", ".mha", ".mhd", ".raw", ".hdr", ".img")
+from volprep.io.formats import FORMATS, companions, id_suffixes, volume_suffixes
+from volprep.io.protocol import Format
+
+# Files a folder discovery takes as volumes (companions are not listed), in table order.
+VOLUME_EXTENSIONS = volume_suffixes(FORMATS)
 MAX_ID_LENGTH = 200
 
 CHANNEL = re.compile(r"^(?P<base>.+)_(?P<index>\d{4})$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-# Files read with a volume but not listed: (volume extension, companion extension).
-_COMPANIONS = {".hdr": ".img", ".raw": ".json"}
 
 
-def strip_extension(name: str) -> str:
-    """A file name without its volume extension (``x.nii.gz`` -> ``x``; case-insensitive)."""
+def strip_extension(name: str, formats: tuple[Format, ...] = FORMATS) -> str:
+    """A file name without its volume extension (``x.<suffix>`` -> ``x``; case-insensitive).
+
+    The formats' volume and companion suffixes are tried longest first, so a two-part
+    suffix wins over its last part; any other name loses its last ``.suffix``.
+    """
     lower = name.lower()
-    for ext in ID_EXTENSIONS:
+    for ext in id_suffixes(formats):
         if lower.endswith(ext) and len(name) > len(ext):
             return name[: -len(ext)]
     stem, dot, _ = name.rpartition(".")
@@ -64,10 +73,48 @@ def id_from_images(names: list[str]) -> str:
     return stems[0]
 
 
-def volume_ext(name: str) -> str | None:
+def volume_ext(name: str, formats: tuple[Format, ...] = FORMATS) -> str | None:
     """The volume extension ``name`` ends with (case-insensitive), or ``None``."""
     lower = name.lower()
-    return next((ext for ext in VOLUME_EXTENSIONS if lower.endswith(ext)), None)
+    return next((ext for ext in volume_suffixes(formats) if lower.endswith(ext)), None)
+
+
+def sort_folder(names: Sequence[str], formats: tuple[Format, ...] = FORMATS
+                ) -> tuple[list[str], list[tuple[str, str]]]:
+    """Which of a folder's file ``names`` are volumes, and which are reported (``(name, why)``).
+
+    Every name is taken in order (give them sorted). A companion of a volume beside it (same
+    stem, any letter case) is neither. A name that is no volume is reported only as a
+    companion without its volume (the rule's ``orphan`` message). A volume missing a
+    companion it ``needs`` is no volume and is reported with the rule's message, unless it
+    may be the data file a header names (an ``in_header`` rule of its suffix, with such a
+    header in the folder). Everything else with a volume suffix is listed, whatever its file
+    type: the finishing check reports a FIFO or a dangling link.
+    """
+    rules = companions(formats)
+    lower = {n.lower() for n in names}
+    present = {c.volume for c in rules if any(n.endswith(c.volume) for n in lower)}
+    volumes: list[str] = []
+    problems: list[tuple[str, str]] = []
+    for name in names:
+        low = name.lower()
+        mine = [c for c in rules if low.endswith(c.suffix)]  # rules naming it a companion
+        if any(low[: -len(c.suffix)] + c.volume in lower for c in mine):
+            continue
+        ext = volume_ext(name, formats)
+        if ext is None:
+            why = next((c.orphan for c in mine if c.orphan), None)
+            if why:
+                problems.append((name, why))
+            continue
+        stem = low[: -len(ext)]
+        lacking = [c for c in rules if c.volume == ext and c.needed and stem + c.suffix not in lower]
+        if lacking:
+            if not any(c.in_header and c.volume in present for c in mine):  # not a header's data
+                problems.append((name, lacking[0].needed or ""))
+            continue
+        volumes.append(name)
+    return volumes, problems
 
 
 def resolve(raw: str, root: Path, where: str, *, allow_absolute: bool) -> tuple[Path, str | None]:
@@ -127,19 +174,24 @@ def file_problem(path: Path) -> str | None:
     return f"not a regular file ({_kind(mode)})"
 
 
-def companion_problem(path: Path) -> tuple[Path, str] | None:
+def companion_problem(path: Path, formats: tuple[Format, ...] = FORMATS) -> tuple[Path, str] | None:
     """A companion that a reader would open with ``path`` and that is not a regular file.
 
-    ``x.hdr`` is read with ``x.img``, a raw ``x.raw`` with its ``x.json`` sidecar; a missing
-    companion is the reader's to report, but a FIFO in its place would block it forever.
+    The companions a reader derives from the volume's name (a pair's data file, a raw
+    volume's sidecar: the rules without ``in_header``) are looked for as ``stem + suffix``
+    and ``stem + SUFFIX``; a missing companion is the reader's to report,
+    but a FIFO in its place would block it forever.
     """
-    companion_ext = _COMPANIONS.get(path.suffix.lower())
-    if companion_ext is None:
-        return None
-    stem = path.name[: -len(path.suffix)]
-    for ext in (companion_ext, companion_ext.upper()):
-        companion = path.with_name(stem + ext)
-        if os.path.lexists(companion):
-            why = file_problem(companion)
-            return (companion, why) if why else None
+    lower = path.name.lower()
+    for rule in companions(formats):
+        if rule.in_header or not lower.endswith(rule.volume):
+            continue
+        stem = path.name[: -len(rule.volume)]
+        for ext in (rule.suffix, rule.suffix.upper()):
+            companion = path.with_name(stem + ext)
+            if os.path.lexists(companion):
+                why = file_problem(companion)
+                if why:
+                    return companion, why
+                break
     return None

@@ -6,11 +6,11 @@ subject, stratified by class, stable once made), which class each case counts un
 (:mod:`volprep.classes`), and how many offline augmented copies each *training* case gets
 (:mod:`volprep.balance`), each copy with its seed triple ``(job seed, case id, copy
 index)`` and, when a sampler is given, its sampled parameters. The result is a
-:class:`Plan`, saved as a JSON file a person can read (:func:`write_plan`, atomic) and
-read back (:func:`read_plan`); the shard writer applies it without deciding anything.
+:class:`Plan`, saved as a JSON file a person can read (:func:`plan_json`; the job writes it
+atomically, just before the manifest); the shard writer applies it without deciding
+anything.
 The same entries, config, seed and fixed splits give the same plan whatever order the
-entries come in. Only :func:`write_plan` / :func:`read_plan` / :func:`previous_splits`
-touch files; the plan module does not import ``volprep.augment`` (the runner passes the
+entries come in. Only :func:`previous_splits` touches a file; the plan module does not import ``volprep.augment`` (the runner passes the
 sampler in).
 """
 
@@ -19,8 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -45,12 +43,12 @@ from volprep.classes import (
     sorted_unique,
 )
 from volprep.config import BalanceConfig, JobConfig
-from volprep.errors import ConfigError, InputError
+from volprep.errors import ConfigError
 from volprep.splits import make_splits
 
 __all__ = [
     "BACKGROUND", "Plan", "PlanEntry", "class_of", "copy_budget", "copy_rng", "label_frequencies",
-    "make_plan", "make_splits", "plan_copies", "plan_json", "previous_splits", "read_plan", "write_plan",
+    "make_plan", "make_splits", "plan_copies", "plan_json", "previous_splits",
 ]
 
 log = logging.getLogger(__name__)
@@ -350,57 +348,6 @@ def plan_json(plan: Plan) -> str:
     explanation = data.pop("explanation")
     return json.dumps({"explanation": explanation, **_sorted_keys(data)}, indent=1,
                       ensure_ascii=False, allow_nan=False) + "\n"
-
-
-def write_plan(path: str | Path, plan: Plan) -> Path:
-    """Writes ``plan.json`` atomically (temporary file, fsync, rename into place).
-
-    Returns:
-        The path written.
-    """
-    path = Path(path)
-    text = plan_json(plan).encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        log.debug("could not fsync %s", path.parent)
-    finally:
-        os.close(dir_fd)
-    return path
-
-
-def read_plan(path: str | Path) -> Plan:
-    """Reads a plan written by :func:`write_plan`.
-
-    Raises:
-        InputError: the file is missing, not JSON, or not a volprep plan.
-    """
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, "no plan file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(path, f"not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise InputError(path, "not a volprep plan: expected a JSON object")
-    try:
-        return Plan.from_dict(data)
-    except (ValueError, TypeError, KeyError) as err:
-        raise InputError(path, str(err)) from None
 
 
 def previous_splits(path: str | Path) -> dict[str, str]:

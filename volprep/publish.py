@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from volprep.shards import SHARD_PATTERN, atomic_write_json
+from volprep.shards import SHARD_PATTERN, ShardInfo, ShardTask, atomic_write_json, sha256_file
 
 PENDING = ".volprep-pending.json"
 RETIRED = ".volprep-retired.json"
@@ -133,3 +133,22 @@ def _unlink(path: Path) -> bool:
         path.unlink()
         return True
     return False
+
+
+def already_written(out_dir: Path, entry: dict[str, Any] | None, task: ShardTask) -> ShardInfo | None:
+    """The published shard of the same name, if its file still holds exactly its bytes."""
+    if entry is None or entry.get("num_records") != len(task.records):
+        return None
+    path = out_dir / task.file_name
+    try:
+        if path.stat().st_size != entry["num_bytes"]:
+            return None
+        if sha256_file(path) != entry["sha256"]:
+            return None
+    except (OSError, KeyError):
+        return None
+    counts: dict[int, int] = {}
+    for ref in task.records:
+        if ref.counts_as is not None:
+            counts[ref.counts_as] = counts.get(ref.counts_as, 0) + 1
+    return ShardInfo(task.file_name, len(task.records), int(entry["num_bytes"]), str(entry["sha256"]), counts)

@@ -5,9 +5,10 @@
 (:mod:`volprep.report_figures`), ``montage.png`` (:mod:`volprep.report_montage`, records
 and planes chosen by :mod:`volprep.report_select`), ``histograms.png``, ``summary.txt`` and
 a self-contained ``index.html`` (:mod:`volprep.report_html`). This module owns the reading:
-records are read with :mod:`volprep.records` (no TensorFlow), only the ones a plot needs,
-and only three slices of each are kept, so memory does not grow with the dataset or the
-volume size. Which records are shown is a pure function of the manifest and plan. Data it
+records are read with :mod:`volprep.records` (no TensorFlow) and decoded with the
+manifest's record schema (:class:`volprep.schema.Schema`, the one description of a record),
+only the ones a plot needs, and only three slices of each are kept, so memory does not grow
+with the dataset or the volume size. Which records are shown is a pure function of the manifest and plan. Data it
 cannot read is listed in the report as a problem (one warning line is logged); any other
 error is raised to the caller, never swallowed.
 """
@@ -25,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from volprep.errors import DataError
-from volprep.manifest import read_manifest
+from volprep.manifest import Manifest, SplitEntry, read_manifest
 from volprep.records import decode_example, iter_records
 from volprep.report_classes import read_plan
 from volprep.report_figures import plot_class_counts, plot_histograms
 from volprep.report_html import REPORT_DIR, page_html
 from volprep.report_montage import plot_montage
 from volprep.report_select import MontageRow, Sample, choose_montage, take_slices, voxel_sample
+from volprep.schema import Schema
 from volprep.shards import atomic_write_text
 from volprep.summary import inspect_text, summary_text
 
@@ -44,73 +46,8 @@ FIGURES = ("class_counts.png", "montage.png", "histograms.png")
 
 
 # ----------------------------------------------------------------------------- decoding
-# These decode the record schema a second time (the loader has its own); they stay small
-# and raise ValueError naming the feature, never assert on what a file holds.
-
-
-def decode_image(example: Mapping[str, Any], feature: Mapping[str, Any]) -> np.ndarray:
-    """The ``image`` of a decoded example as float32 ``[D, H, W, C]``.
-
-    Raises:
-        ValueError: no ``image`` bytes, bytes that do not fit the manifest's dtype and
-            shape, or an encoding this function cannot decode.
-    """
-    data = _one_bytes(example, "image")
-    encoding = str(feature.get("encoding", "raw"))
-    if encoding == "raw":
-        return _raw_array(data, feature, "image").astype(np.float32)
-    if encoding.startswith("wavelet"):
-        from volprep.preprocess import wavelet
-
-        layout = feature.get("layout")
-        if not layout:
-            raise ValueError(f"encoding {encoding!r} without a layout in the manifest")
-        shape = [int(n) for n in feature["shape"]]
-        return np.asarray(wavelet.decode(data, layout), dtype=np.float32).reshape(shape)
-    raise ValueError(f"unknown image encoding {encoding!r}")
-
-
-def mask_feature(features: Mapping[str, Any]) -> str | None:
-    """The name of the label-volume feature (``"mask"``, or a raw ``"label"``), if any."""
-    if "mask" in features:
-        return "mask"
-    label = features.get("label")
-    if label is not None and label.get("encoding") == "raw" and len(label.get("shape", [])) == 3:
-        return "label"
-    return None
-
-
-def decode_mask(example: Mapping[str, Any], feature: Mapping[str, Any]) -> np.ndarray:
-    """A raw label volume ``[D, H, W]`` of a decoded example (its manifest dtype).
-
-    Raises:
-        ValueError: no mask bytes, or bytes that do not fit the manifest's dtype and shape.
-    """
-    name = "mask" if "mask" in example else "label"
-    return _raw_array(_one_bytes(example, name), feature, name)
-
-
-def _one_bytes(example: Mapping[str, Any], name: str) -> bytes:
-    value = example.get(name)
-    if value is None:
-        raise ValueError(f"record has no {name!r} feature")
-    if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], bytes):
-        kind = f"{len(value)} values" if isinstance(value, list) else type(value).__name__
-        raise ValueError(f"{name!r} should hold one bytes value, the record has {kind}")
-    return value[0]
-
-
-def _raw_array(data: bytes, feature: Mapping[str, Any], name: str) -> np.ndarray:
-    """``data`` as a C-order little-endian array of the feature's manifest dtype and shape."""
-    shape = [int(n) for n in feature["shape"]]
-    try:
-        dtype = np.dtype(str(feature["dtype"])).newbyteorder("<")
-    except TypeError:
-        raise ValueError(f"{name}: the manifest's dtype {feature['dtype']!r} is not a numpy dtype") from None
-    need = dtype.itemsize * int(np.prod(shape))
-    if len(data) != need:
-        raise ValueError(f"{name} has {len(data)} bytes, the manifest's {feature['dtype']} {shape} needs {need}")
-    return np.frombuffer(data, dtype=dtype).reshape(shape)
+# A record is decoded with the manifest's schema; what does not fit it is a ValueError
+# naming the feature, which the report lists as a problem, never a crash.
 
 
 def _parse(record: bytes) -> dict[str, Any]:
@@ -126,11 +63,23 @@ def _parse(record: bytes) -> dict[str, Any]:
         raise ValueError(f"not a tf.train.Example ({type(err).__name__}: {err or 'malformed'})") from None
 
 
-def _text(example: Mapping[str, Any], name: str) -> str:
-    value = example.get(name)
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], bytes):
-        return value[0].decode("utf-8", errors="replace")
-    return ""
+def _decode(example: Mapping[str, Any], features: Schema, name: str) -> Any:
+    """One feature of a parsed record, decoded and checked by the schema (:meth:`Feature.decode`).
+
+    Raises:
+        ValueError: the schema or the record lacks the feature, or its value does not fit
+            the schema (the message names the feature).
+    """
+    if name not in features:
+        raise ValueError(f"the manifest's features have no {name!r}")
+    if name not in example:
+        raise ValueError(f"record has no {name!r} feature")
+    try:
+        return features[name].decode(example[name])
+    except (TypeError, IndexError, KeyError) as err:
+        # numpy refusing the manifest's dtype, a wavelet layout lacking a key, kept indices
+        # past the band: still data this report cannot read, so a problem, not a crash
+        raise ValueError(f"feature {name!r}: {type(err).__name__}: {err}") from None
 
 
 # ----------------------------------------------------------------------------- reading
@@ -146,46 +95,52 @@ class ReadBack:
     problems: list[str] = dataclasses.field(default_factory=list)  # what could not be read, one line each
 
 
-def _spacing(example: Mapping[str, Any], features: Mapping[str, Any]) -> tuple[float, float, float] | None:
-    """The voxel size (mm along i, j, k) of a record's grid: the column norms of its ``affine``.
+def _spacing(example: Mapping[str, Any], features: Schema) -> tuple[float, float, float] | None:
+    """The voxel size (mm along i, j, k) of a record's grid: the column norms of its ``affine``
+    (``None`` when the schema has no ``affine``).
 
     Raises:
-        ValueError: the affine's bytes do not fit the manifest's float64 [4, 4].
+        ValueError: the record's affine does not fit the schema's float64 [4, 4].
     """
-    if "affine" not in features or "affine" not in example:
+    if "affine" not in features:
         return None
-    affine = _raw_array(_one_bytes(example, "affine"), features["affine"], "affine")
+    affine = _decode(example, features, "affine")
     i, j, k = (float(v) for v in np.linalg.norm(np.asarray(affine, np.float64)[:3, :3], axis=0))
     return (i, j, k)
 
 
-def _iter_split(out_dir: Path, split: str, info: Mapping[str, Any], problems: list[str]) -> Iterator[dict[str, Any]]:
-    """The split's records, decoded; what cannot be read goes to ``problems`` (and is skipped)."""
-    for shard in info.get("shards", []):
-        path = out_dir / shard["file"]
+def _iter_split(out_dir: Path, split: str, info: SplitEntry,
+                problems: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The split's records, parsed, each with where it is (``"FILE: record N"``); what cannot
+    be read goes to ``problems`` (and is skipped)."""
+    for shard in info.shards:
+        path = out_dir / shard.file
         if not path.is_file():
-            problems.append(f"{shard['file']} ({split}): missing; its records are not in the plots")
+            problems.append(f"{shard.file} ({split}): missing; its records are not in the plots")
             continue
         try:
             for index, record in enumerate(iter_records(path)):
+                where = f"{shard.file}: record {index}"
                 try:
                     example = _parse(record)
                 except ValueError as err:
-                    problems.append(f"{shard['file']}: record {index}: {err}")
+                    problems.append(f"{where}: {err}")
                     continue
-                yield example
+                yield where, example
         except DataError as err:
             problems.append(f"{err}; the rest of this shard was not read")
 
 
-def read_samples(out_dir: Path, manifest: Mapping[str, Any], rows: Sequence[MontageRow], *,
+def read_samples(out_dir: Path, manifest: Manifest, rows: Sequence[MontageRow], *,
                  hist_records: int = 8, fallback_per_class: int = 2) -> ReadBack:
     """Reads the records the plots need, and no more.
 
     Each split is read shard by shard until every montage record of that split has been
     seen and ``hist_records`` originals (and, for train, as many augmented copies) have
     been sampled for the histograms. Without chosen ``rows`` (no plan), the first
-    ``fallback_per_class`` originals of each class met in the train split are shown.
+    ``fallback_per_class`` originals of each class met in the train split are shown (of the
+    train split as a whole where the records' labels are not the manifest's classes). A
+    record the manifest's schema cannot decode is listed in ``problems``.
 
     Args:
         out_dir: the shard folder.
@@ -197,11 +152,8 @@ def read_samples(out_dir: Path, manifest: Mapping[str, Any], rows: Sequence[Mont
     Returns:
         The samples by ``(case_id, copy)``, the voxel samples and the records read.
     """
-    features = manifest["features"]
-    mask_name = mask_feature(features)
-    classes = manifest.get("classes") or {}
-    names = [str(n) for n in classes.get("names", [])]
-    name_of = dict(zip([int(i) for i in classes.get("ids", range(len(names)))], names, strict=False))
+    features = manifest.features
+    by_label = _labels_are_classes(manifest)
     wanted: dict[tuple[str, int], MontageRow] = {}
     for row in rows:
         wanted[(row.case_id, 0)] = row
@@ -209,30 +161,31 @@ def read_samples(out_dir: Path, manifest: Mapping[str, Any], rows: Sequence[Mont
             wanted[(row.case_id, k)] = row
     out = ReadBack({}, {}, 0)
     fallback: dict[str | None, int] = {}
-    for split, info in manifest.get("splits", {}).items():
+    for split, info in manifest.splits.items():
         todo = {key for key, row in wanted.items() if row.split == split}
-        has_copies = int(info.get("num_records", 0)) > int(info.get("num_originals", info.get("num_records", 0)))
-        kinds = (False, True) if has_copies else (False,)
+        kinds = (False, True) if info.num_records > info.num_originals else (False,)
         pick_fallback = not rows and split == "train"
 
-        for example in _iter_split(out_dir, split, info, out.problems):
+        for where, example in _iter_split(out_dir, split, info, out.problems):
             out.records_read += 1
-            case_id = _text(example, "case_id") or "?"
-            copy_value = example.get("copy")
-            copy = int(copy_value[0]) if isinstance(copy_value, np.ndarray) and copy_value.size == 1 else 0
+            try:
+                case_id, copy = str(_decode(example, features, "case_id")), int(_decode(example, features, "copy"))
+                cls = _class_name(example, manifest) if by_label and pick_fallback and copy == 0 else None
+            except ValueError as err:
+                out.problems.append(f"{where}: {err}")
+                continue
             key = (case_id, copy)
             take_hist = len(out.voxels.get((split, copy > 0), [])) < hist_records
             pick = wanted.get(key) if key in todo else None
-            if pick is None and pick_fallback and copy == 0:
-                cls = _class_name(example, name_of)
-                if fallback.get(cls, 0) < fallback_per_class:
-                    fallback[cls] = fallback.get(cls, 0) + 1
-                    pick = MontageRow(case_id, split, cls, ())
+            if pick is None and pick_fallback and copy == 0 and fallback.get(cls, 0) < fallback_per_class:
+                fallback[cls] = fallback.get(cls, 0) + 1
+                pick = MontageRow(case_id, split, cls, ())
             if pick is not None or take_hist:
-                _collect(example, key, split, pick, take_hist, features, mask_name, out)
+                _collect(example, key, split, pick, take_hist, features, out)
                 todo.discard(key)
             if _split_done(out, split, kinds, hist_records, todo,
-                           fallback if pick_fallback else None, names, fallback_per_class):
+                           fallback if pick_fallback else None, manifest.classes.names if by_label else (),
+                           fallback_per_class):
                 break
     return out
 
@@ -250,13 +203,15 @@ def _split_done(out: ReadBack, split: str, kinds: Sequence[bool], hist_records: 
 
 
 def _collect(example: Mapping[str, Any], key: tuple[str, int], split: str, row: MontageRow | None,
-             take_hist: bool, features: Mapping[str, Any], mask_name: str | None, out: ReadBack) -> None:
+             take_hist: bool, features: Schema, out: ReadBack) -> None:
     """Decodes one record and keeps what the plots need of it (slices, a voxel sample)."""
     case_id, copy = key
+    mask_name = features.label_volume
     try:
-        image = decode_image(example, features["image"])
-        mask = decode_mask(example, features[mask_name]) if mask_name and mask_name in example else None
+        image = np.asarray(_decode(example, features, "image"), np.float32)
+        mask = _decode(example, features, mask_name) if mask_name else None
         spacing = _spacing(example, features) if row is not None else None
+        augment = str(_decode(example, features, "augment")) if row is not None and "augment" in features else ""
     except ValueError as err:
         out.problems.append(f"{case_id} copy {copy} ({split}): {err}")
         if row is not None:
@@ -265,17 +220,30 @@ def _collect(example: Mapping[str, Any], key: tuple[str, int], split: str, row: 
     if take_hist:
         out.voxels.setdefault((split, copy > 0), []).append(voxel_sample(image))
     if row is not None:
-        augment = _text(example, "augment")
         out.samples[key] = Sample(case_id, copy, split, row.class_name, augment, take_slices(image, mask),
                                   spacing=spacing)
 
 
-def _class_name(example: Mapping[str, Any], name_of: Mapping[int, str]) -> str | None:
-    """The class name of a record's ``label`` (a class id: mapped through the manifest's ids)."""
-    label = example.get("label")
-    if label is None or not isinstance(label, np.ndarray) or label.size != 1:
-        return None
-    return name_of.get(int(label[0]), str(int(label[0])))
+def _labels_are_classes(manifest: Manifest) -> bool:
+    """Whether a record's ``label`` is one of the manifest's class ids: the records hold a class
+    label (not a label volume) and the classes are by label (under ``class_by = "rarest"``
+    they are mask values, which a record's class label is not)."""
+    return ("label" in manifest.features and manifest.features.label_volume != "label"
+            and manifest.classes.class_by == "label")
+
+
+def _class_name(example: Mapping[str, Any], manifest: Manifest) -> str:
+    """The class name of a record's ``label``, through the manifest's class ids (never a list
+    position; only where :func:`_labels_are_classes`).
+
+    Raises:
+        ValueError: the record's label does not decode, or is not one of the manifest's
+            class ids.
+    """
+    class_id = int(_decode(example, manifest.features, "label"))
+    if class_id not in manifest.classes.ids:
+        raise ValueError(f"label {class_id} is not one of the manifest's class ids")
+    return manifest.classes.name_of(class_id)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -324,8 +292,8 @@ def write_report(out_dir: Path, result: JobResult | None = None, *, per_class: i
     problems += back.problems
     if not rows:  # no plan: show what the fallback picked, originals only
         rows = [MontageRow(cid, s.split, s.class_name, ()) for (cid, k), s in sorted(back.samples.items()) if k == 0]
-    label_names = {str(k): str(v) for k, v in ((manifest.get("dataset") or {}).get("label_names") or {}).items()}
-    method = str((manifest.get("normalization") or {}).get("method", "?"))
+    label_names = dict(manifest.dataset.label_names)
+    method = str(manifest.normalization.get("method", "?"))
 
     plot_class_counts(manifest, plan, report_dir / "class_counts.png")
     plot_montage(rows, back.samples, label_names, report_dir / "montage.png")
@@ -334,7 +302,7 @@ def write_report(out_dir: Path, result: JobResult | None = None, *, per_class: i
     if result is not None:
         summary = summary_text(result, color=False, report=True, plan=plan or {})
     else:
-        summary = inspect_text(dict(manifest), str(out_dir))
+        summary = inspect_text(manifest, str(out_dir))
     atomic_write_text(report_dir / "summary.txt", summary + "\n")
     index = report_dir / "index.html"
     atomic_write_text(index, page_html(out_dir, manifest, plan, summary, FIGURES, back.records_read, problems))

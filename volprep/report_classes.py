@@ -1,9 +1,10 @@
 """What a person is shown of a job's classes and plan: shared by the summary and the class chart.
 
-Contract: pure functions of the manifest's ``classes`` and of ``plan.json`` (plus
-:func:`read_plan`, which reads that file). :func:`class_counts` turns the manifest's
-parallel ``names``/``ids`` lists and count tables into one row a class (ids can be sparse,
-so a name is never looked up by its id); :func:`pick_classes` chooses the few classes worth
+Contract: pure functions of the typed manifest (:class:`~volprep.manifest.Manifest`, its
+:class:`~volprep.manifest.ClassTable`) and of ``plan.json`` (plus :func:`read_plan`, which
+reads that file as a dict). :func:`class_counts` turns the class table's parallel
+``names``/``ids`` and count tables into one row a class (ids can be sparse, so a class is
+never found by its list position); :func:`pick_classes` chooses the few classes worth
 showing when there are hundreds (those that hold records; the rarest and the largest when
 even those are too many) and :func:`hidden_text` sums up the rest in one line;
 :func:`balance_not_applicable` says whether, and why, balancing by case does not apply to
@@ -19,12 +20,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from volprep.manifest import ClassTable, Manifest
+
 BALANCE_NOT_APPLICABLE = "balancing by case does not apply"
 
 
 @dataclasses.dataclass(frozen=True)
 class ClassCount:
-    """One class's records, read from the manifest's ``classes``.
+    """One class's records, read from the manifest's class table.
 
     Attributes:
         id: the class id (ids can be sparse: an atlas's label values).
@@ -46,26 +49,20 @@ class ClassCount:
         return max(self.before, self.after, sum(self.per_split.values()))
 
 
-def class_counts(classes: Mapping[str, Any]) -> list[ClassCount]:
-    """The manifest's ``classes`` as one row a class, in the manifest's order.
+def class_counts(classes: ClassTable) -> list[ClassCount]:
+    """The manifest's classes as one row a class, in the manifest's order.
 
-    ``names`` and ``ids`` are parallel lists (a name is never looked up by its id); a
-    manifest without ``ids`` numbers its classes 0, 1, 2, ...; one without ``names`` takes
-    them from the count tables.
+    ``names`` and ``ids`` are parallel (the count tables are keyed by name); a class is
+    never found by its list position.
 
     Raises:
         ValueError: ``names`` and ``ids`` differ in length.
     """
-    before = classes.get("counts_before") or {}
-    after = classes.get("counts_after") or {}
-    per_split = classes.get("per_split") or {}
-    names = [str(n) for n in classes.get("names", [])] or sorted(set(before) | set(after))
-    ids = [int(i) for i in classes.get("ids", range(len(names)))]
-    if len(ids) != len(names):
-        raise ValueError(f"manifest classes: {len(names)} names but {len(ids)} ids")
-    return [ClassCount(i, n, int(before.get(n, 0)), int(after.get(n, 0)),
-                       {s: int(counts.get(n, 0)) for s, counts in per_split.items()})
-            for i, n in zip(ids, names, strict=True)]
+    if len(classes.ids) != len(classes.names):
+        raise ValueError(f"manifest classes: {len(classes.names)} names but {len(classes.ids)} ids")
+    return [ClassCount(i, n, int(classes.counts_before.get(n, 0)), int(classes.counts_after.get(n, 0)),
+                       {s: int(counts.get(n, 0)) for s, counts in classes.per_split.items()})
+            for i, n in zip(classes.ids, classes.names, strict=True)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +114,7 @@ def hidden_text(hidden: Sequence[ClassCount]) -> str:
     return text
 
 
-def balance_not_applicable(manifest: Mapping[str, Any], plan: Mapping[str, Any] | None) -> str | None:
+def balance_not_applicable(manifest: Manifest, plan: Mapping[str, Any] | None) -> str | None:
     """Why balancing by case does not apply to a job, or ``None`` when it does.
 
     Said by the plan's explanation (a line beginning "Balancing by case does not apply"),
@@ -127,10 +124,10 @@ def balance_not_applicable(manifest: Mapping[str, Any], plan: Mapping[str, Any] 
     for line in (plan or {}).get("explanation") or []:
         if str(line).lower().startswith(BALANCE_NOT_APPLICABLE):
             return str(line)
-    for note in manifest.get("notes") or []:
+    for note in manifest.notes:
         if BALANCE_NOT_APPLICABLE in str(note).lower():
             return "Balancing by case does not apply: no augmented copies (see notes)."
-    if "none" in ((plan or {}).get("class_by"), (manifest.get("classes") or {}).get("class_by")):
+    if "none" in ((plan or {}).get("class_by"), manifest.classes.class_by):
         return "Balancing by case does not apply: class_by is 'none'; no augmented copies."
     return None
 

@@ -1,6 +1,6 @@
 """The report's bar chart (``class_counts.png``) and histograms (``histograms.png``).
 
-Contract: each ``*_figure`` function is a pure function of the manifest (and plan, or the
+Contract: each ``*_figure`` function is a pure function of the typed manifest (and plan, or the
 voxel samples) that returns a matplotlib ``Figure`` built with the object API (no pyplot,
 no global backend switch; matplotlib is imported lazily); each ``plot_*`` function saves
 one with :func:`save_figure` (atomically, at ``DPI``). The class chart stays readable for
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from volprep.manifest import Manifest, SplitEntry
 from volprep.report_classes import ClassCount, balance_not_applicable, class_counts, pick_classes
 
 if TYPE_CHECKING:
@@ -51,30 +52,30 @@ def new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def plot_class_counts(manifest: Mapping[str, Any], plan: Mapping[str, Any] | None, path: Path) -> None:
+def plot_class_counts(manifest: Manifest, plan: Mapping[str, Any] | None, path: Path) -> None:
     """Writes ``class_counts.png`` (:func:`class_counts_figure`)."""
     save_figure(class_counts_figure(manifest, plan), path)
 
 
-def class_counts_figure(manifest: Mapping[str, Any], plan: Mapping[str, Any] | None) -> Figure:
+def class_counts_figure(manifest: Manifest, plan: Mapping[str, Any] | None) -> Figure:
     """Train records per class before/after balancing, and originals per class in each split.
 
     Without classes: records (originals and copies) per split.
 
     Args:
-        manifest: the manifest dict (``classes``: parallel ``names`` and ``ids``, count
-            tables keyed by name).
+        manifest: the manifest (its ``classes``: parallel ``names`` and ``ids``, count
+            tables keyed by name; its ``splits`` when there are no classes).
         plan: the ``plan.json`` dict (its ``target`` and ``explanation``), or ``None``.
 
     Returns:
         The figure (not saved).
     """
-    counts = class_counts(manifest.get("classes") or {})
+    counts = class_counts(manifest.classes)
     if not counts:
-        return _split_figure(manifest.get("splits", {}))
+        return _split_figure(manifest.splits)
     pick = pick_classes(counts, MAX_BARS)
     shown = pick.shown
-    per_split = bool((manifest.get("classes") or {}).get("per_split"))
+    per_split = bool(manifest.classes.per_split)
     why_not = balance_not_applicable(manifest, plan)
     width = max(8.0, min(18.0, 3.0 + 0.55 * max(len(shown), 3) * (2 if per_split else 1)))
     fig = new_figure(width, 4.6)
@@ -169,15 +170,15 @@ def _split_panel(ax: Axes, shown: Sequence[ClassCount]) -> None:
     ax.legend(frameon=False, fontsize=8, loc="upper right")
 
 
-def _split_figure(splits: Mapping[str, Any]) -> Figure:
+def _split_figure(splits: Mapping[str, SplitEntry]) -> Figure:
     """Records per split, for a dataset without classes."""
     from matplotlib.ticker import MaxNLocator
 
     fig = new_figure(6, 3.8)
     ax = fig.add_subplot()
     labels = list(splits)
-    orig = [int(splits[s].get("num_originals", splits[s]["num_records"])) for s in labels]
-    extra = [int(splits[s]["num_records"]) - o for s, o in zip(labels, orig, strict=True)]
+    orig = [splits[s].num_originals for s in labels]
+    extra = [splits[s].num_records - o for s, o in zip(labels, orig, strict=True)]
     ax.bar(labels, orig, color="#4c72b0", label="originals")
     ax.bar(labels, extra, bottom=orig, color="#dd8452", hatch="//", label="augmented copies")
     for pos, (o, e) in enumerate(zip(orig, extra, strict=True)):

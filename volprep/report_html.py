@@ -1,6 +1,6 @@
 """The report's ``index.html``: one self-contained page that shows the whole report.
 
-Contract: :func:`page_html` is a pure function of what it is given (the manifest, the
+Contract: :func:`page_html` is a pure function of what it is given (the typed manifest, the
 plan, the summary text, the figure names, the problems met while reading) apart from
 checking which of the folder's files exist, so it can link them or say "(not present)".
 Every value is HTML-escaped; the page needs nothing but the PNGs beside it. Problems
@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from volprep.manifest import Manifest
 from volprep.summary import human_size
 
 REPORT_DIR = "report"
@@ -48,7 +49,7 @@ _CAPTIONS = {
 }
 
 
-def page_html(out_dir: Path, manifest: Mapping[str, Any], plan: Mapping[str, Any] | None, summary: str,
+def page_html(out_dir: Path, manifest: Manifest, plan: Mapping[str, Any] | None, summary: str,
               figures: Sequence[str], records_read: int, problems: Sequence[str] = ()) -> str:
     """The page: summary, balancing explanation, problems, figures, failures, files, shards.
 
@@ -65,13 +66,13 @@ def page_html(out_dir: Path, manifest: Mapping[str, Any], plan: Mapping[str, Any
         The HTML text.
     """
     e = html.escape
-    name = (manifest.get("dataset") or {}).get("name") or out_dir.name
+    name = manifest.dataset.name or out_dir.name
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>volprep report: {e(str(name))}</title><style>{_CSS}</style></head><body>",
         f"<h1>volprep report: {e(str(name))}</h1>",
-        f'<p class="muted">{e(str(out_dir))} &middot; format {e(str(manifest.get("format_version")))}'
-        f' &middot; volprep {e(str(manifest.get("volprep_version", "?")))} &middot; seed {e(str(manifest.get("seed")))}'
+        f'<p class="muted">{e(str(out_dir))} &middot; format {manifest.format_version}'
+        f" &middot; volprep {e(manifest.volprep_version)} &middot; seed {manifest.seed}"
         f" &middot; {records_read} records read for the plots</p>",
         "<h2>Summary</h2>", f"<pre>{e(summary)}</pre>",
     ]
@@ -91,13 +92,12 @@ def page_html(out_dir: Path, manifest: Mapping[str, Any], plan: Mapping[str, Any
     for fig in figures:
         parts.append(f'<figure><img src="{e(fig)}" alt="{e(fig)}"><figcaption><b>{e(fig)}</b>: '
                      f"{e(_CAPTIONS.get(fig, ''))}</figcaption></figure>")
-    failures = manifest.get("failures") or []
+    failures = manifest.failures
     parts.append(f"<h2>Failures ({len(failures)})</h2>")
     if failures:
         shown = failures[:500]
         parts.append("<table><tr><th>case</th><th>path</th><th>error</th></tr>")
-        parts.extend(f"<tr><td>{e(str(f.get('case')))}</td><td>{e(str(f.get('path')))}</td>"
-                     f"<td>{e(str(f.get('error')))}</td></tr>" for f in shown)
+        parts.extend(f"<tr><td>{e(f.case)}</td><td>{e(f.path)}</td><td>{e(f.error)}</td></tr>" for f in shown)
         parts.append("</table>")
         if len(failures) > len(shown):
             parts.append(f"<p>... and {len(failures) - len(shown)} more in failures.csv.</p>")
@@ -114,12 +114,11 @@ def page_html(out_dir: Path, manifest: Mapping[str, Any], plan: Mapping[str, Any
         mark = "" if exists else ' <span class="muted">(not present)</span>'
         parts.append(f'<li><a href="{e(href)}">{e(file)}</a>: {e(what)}{mark}</li>')
     parts.append("</ul>")
-    splits = manifest.get("splits", {})
     parts.append("<h2>Shards</h2><table><tr><th>split</th><th>file</th><th>records</th><th>size</th><th>sha256</th></tr>")
-    for split, info in splits.items():
-        for s in info.get("shards", []):
-            parts.append(f"<tr><td>{e(split)}</td><td>{e(s['file'])}</td><td>{int(s['num_records'])}</td>"
-                         f"<td>{e(human_size(int(s['num_bytes'])))}</td><td><code>{e(s['sha256'][:16])}</code></td></tr>")
+    for split, info in manifest.splits.items():
+        for s in info.shards:
+            parts.append(f"<tr><td>{e(split)}</td><td>{e(s.file)}</td><td>{s.num_records}</td>"
+                         f"<td>{e(human_size(s.num_bytes))}</td><td><code>{e(s.sha256[:16])}</code></td></tr>")
     parts.append("</table></body></html>")
     return "\n".join(parts) + "\n"
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from volprep.augment.spec import Params
 from volprep.report_figures import new_figure, save_figure
 from volprep.report_select import VIEWS, MontageRow, Sample
 
@@ -217,8 +218,6 @@ def _aspect(spacing: tuple[float, float, float] | None, view: str) -> float:
 
 def _augment_caption(augment: str) -> str:
     """A few words for a copy's transform (flips, quarter turns, rotation/scale, shift, intensity)."""
-    from volprep.augment.spec import Params
-
     if not augment:
         return ""
     try:

@@ -1,7 +1,8 @@
 """What the report shows: which records go in the montage, and which planes of each.
 
 Contract: numpy only (no matplotlib, no file access), pure functions. :func:`choose_montage`
-picks the originals (and their augmented copies) shown, from the manifest and the plan;
+picks the originals (and their augmented copies) shown, from the typed manifest and the
+plan;
 :func:`take_slices` cuts three orthogonal planes out of one decoded record (channel 0 and
 its label volume) and keeps only those, so the report's memory does not grow with the
 volume size: through the smallest labelled structure when a case has at most
@@ -15,9 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from volprep.manifest import Manifest
 
 VIEWS = ("axial", "coronal", "sagittal")
 _HIST_VOXELS = 20000  # voxels sampled from each record for the histograms
@@ -68,17 +72,19 @@ class Sample:
 # ----------------------------------------------------------------------------- choosing
 
 
-def choose_montage(manifest: Mapping[str, Any], plan: Mapping[str, Any] | None, *,
+def choose_montage(manifest: Manifest, plan: Mapping[str, Any] | None, *,
                    per_class: int = 2, copies: int = 2, max_classes: int = 6) -> list[MontageRow]:
     """Which originals (and copies) the montage shows: a pure function of manifest and plan.
 
-    For each class (at most ``max_classes``, in class-id order), ``per_class`` originals:
-    train cases that have augmented copies first, then other train cases, then the
-    other splits, each group in case-id order; each with its first ``copies`` copies.
-    Cases without a class form one row group of their own when no case has a class.
+    For each class (at most ``max_classes``, in the manifest's class order), ``per_class``
+    originals: train cases that have augmented copies first, then other train cases, then
+    the other splits, each group in case-id order; each with its first ``copies`` copies.
+    Cases without a class form one row group of their own when no case has a class. The
+    plan gives each case's class id (``case_class``); the manifest names it
+    (:meth:`~volprep.manifest.ClassTable.name_of`), never by a list position.
 
     Args:
-        manifest: the manifest dict.
+        manifest: the manifest (its classes and which splits it holds).
         plan: the ``plan.json`` dict, or ``None`` (no montage rows are chosen up front).
         per_class: originals per class.
         copies: copies shown beside each original.
@@ -92,20 +98,17 @@ def choose_montage(manifest: Mapping[str, Any], plan: Mapping[str, Any] | None, 
     splits: Mapping[str, Sequence[str]] = plan.get("splits", {})
     split_of = {cid: split for split, ids in splits.items() for cid in ids}
     plan_copies: Mapping[str, Sequence[Mapping[str, Any]]] = plan.get("copies", {})
-    names = list(plan.get("classes", []))
-    ids = [int(i) for i in plan.get("class_ids", range(len(names)))]
-    name_of = dict(zip(ids, names, strict=False))
     case_class: Mapping[str, int | None] = plan.get("case_class", {})
     groups: dict[int | None, list[str]] = {}
     for cid in sorted(split_of):
         cls = case_class.get(cid)
         groups.setdefault(None if cls is None else int(cls), []).append(cid)
     keys: list[int | None] = []
-    keys.extend(c for c in ids if c in groups)
+    keys.extend(c for c in manifest.classes.ids if c in groups)
     keys = keys[:max_classes]
     if not keys and None in groups:
         keys = [None]
-    present = set(manifest.get("splits", {}))
+    present = set(manifest.splits)
     rows: list[MontageRow] = []
     for cls in keys:
         def rank(cid: str) -> tuple[int, str]:
@@ -115,7 +118,7 @@ def choose_montage(manifest: Mapping[str, Any], plan: Mapping[str, Any] | None, 
         chosen = [cid for cid in sorted(groups[cls], key=rank) if split_of[cid] in present][:per_class]
         for cid in chosen:
             ks = tuple(int(c["copy"]) for c in plan_copies.get(cid, [])[:copies]) if split_of[cid] == "train" else ()
-            rows.append(MontageRow(cid, split_of[cid], name_of.get(cls) if cls is not None else None, ks))
+            rows.append(MontageRow(cid, split_of[cid], None if cls is None else manifest.classes.name_of(cls), ks))
     return rows
 
 

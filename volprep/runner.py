@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io as _io
-import math
 import os
 import sys
 import time
@@ -29,8 +28,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from volprep import backends, publish
 from volprep.augment.spec import Params, sample
@@ -41,12 +38,10 @@ from volprep.classes import PlanEntry
 from volprep.config import PipelineConfig
 from volprep.convert import CaseResult, convert_case
 from volprep.errors import InputError, JobError, UsageError
-from volprep.io.base import human_bytes
 from volprep.lock import output_lock
-from volprep.manifest import build_manifest, write_manifest
+from volprep.manifest import Manifest, build_manifest, write_manifest
 from volprep.plan import Plan, make_plan, plan_json, previous_splits
-from volprep.preprocess import dataset_statistics, plan_target_shape, shape_multiple
-from volprep.preprocess import wavelet as wavelet_codec
+from volprep.preprocess import plan_target_shape
 from volprep.progress import Progress
 from volprep.seeds import order_key
 from volprep.shards import (
@@ -57,6 +52,7 @@ from volprep.shards import (
     ShardTask,
     atomic_write_json,
     atomic_write_text,
+    make_record_spec,
     order_records,
     record_bytes_estimate,
     shard_bounds,
@@ -64,11 +60,9 @@ from volprep.shards import (
     split_tag,
     write_shard,
 )
-from volprep.survey import survey
+from volprep.survey import available_memory, check_record_size, survey
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
-# Peak memory of writing one record, in float32 copies of it (window, normalised, copy).
-RECORD_WORKING_COPIES = 4
 
 
 @dataclasses.dataclass
@@ -89,7 +83,7 @@ class JobResult:
 
     out_dir: Path
     exit_code: int
-    manifest: dict[str, Any]
+    manifest: Manifest
     failures: list[Failure]
     cases_found: int
     cases_converted: int
@@ -177,7 +171,7 @@ class _Job:
             self.check_record_size(cfg.preprocess.target_shape, 1)
         with self.stage("headers"):
             surveyed = survey(dataset, cfg, lambda c, p, e: self.fail(Failure(c, p, e)),
-                              memory_limit=self.memory_limit, available=_available_memory())
+                              memory_limit=self.memory_limit, available=available_memory())
         if not surveyed.cases:
             raise JobError(f"{self.data}: no case could be read ({len(self.failures)} failed); nothing published")
         if cfg.preprocess.target_shape is not None:
@@ -194,7 +188,10 @@ class _Job:
         self.check_record_size(target, surveyed.channels)
         with self.stage("plan"):
             plan = self.plan(dataset, ok, target)
-            spec = self.record_spec(dataset, ok, target, surveyed.channels)
+            spec = make_record_spec(
+                self.config.preprocess, str(self.cache_dir), target, surveyed.channels,
+                has_class=any(case.label is not None for case in dataset.cases if case.case_id in ok),
+                metas=[ok[c].meta for c in sorted(ok)])
         with self.stage("write"):
             try:
                 shards = self.write(plan, spec, dataset, ok)
@@ -213,8 +210,8 @@ class _Job:
         self.report_files(deleted, retired)
         self.write_failures()
         atomic_write_json(self.out_dir / "timings.json", self.timings)
-        for split, info in manifest["splits"].items():
-            if info["num_records"] == 0:
+        for split, info in manifest.splits.items():
+            if info.num_records == 0:
                 self.warnings.append(f"split {split!r} holds 0 records: volprep.load(split={split!r}) "
                                      "yields nothing (too few cases for its fraction?)")
         return JobResult(
@@ -260,6 +257,10 @@ class _Job:
         return [r for r in results if r is not None]
 
     # -- target shape --------------------------------------------------------------------
+    def check_record_size(self, target: tuple[int, ...], channels: int) -> None:
+        workers = backends.worker_count(self.workers, backends.usable_cores())[0] if not self.scheduler else 1
+        check_record_size(target, channels, workers, self.memory_limit)
+
     def target_shape(self, ok: dict[str, CaseResult]) -> tuple[int, int, int]:
         pre = self.config.preprocess
         if pre.target_shape is not None:
@@ -268,18 +269,6 @@ class _Job:
         what = "after reduction and foreground crop" if pre.crop_foreground else "after reduction"
         self.notes.append(f"target_shape planned from the dataset (median {what}): {list(target)}")
         return target
-
-    def check_record_size(self, target: tuple[int, ...], channels: int) -> None:
-        """Refuses, before any work, a target shape whose records cannot be held in memory."""
-        voxels = math.prod(int(t) for t in target)
-        workers = backends.worker_count(self.workers, backends.usable_cores())[0] if not self.scheduler else 1
-        need = voxels * channels * 4 * RECORD_WORKING_COPIES * max(1, workers)
-        limit = min(self.memory_limit or _available_memory(), _available_memory())
-        if need > limit:
-            raise UsageError(
-                f"[preprocess] target_shape {list(target)}: writing one record needs about "
-                f"{human_bytes(need // max(1, workers))} per worker ({human_bytes(need)} for "
-                f"{workers}), more than the {human_bytes(limit)} of memory available")
 
     # -- plan ----------------------------------------------------------------------------
     def plan(self, dataset: Dataset, ok: dict[str, CaseResult], target: tuple[int, int, int]) -> Plan:
@@ -316,33 +305,6 @@ class _Job:
                               f"{origin.get('user', 0)} from the user's split, {origin.get('new', 0)} new ({dealt})")
         return plan
 
-    def record_spec(self, dataset: Dataset, ok: dict[str, CaseResult], target: tuple[int, int, int],
-                    channels: int) -> RecordSpec:
-        cfg = self.config
-        has_class = any(case.label is not None for case in dataset.cases if case.case_id in ok)
-        has_mask = any(r.meta.get("voxel_counts") is not None for r in ok.values())
-        label_kind = {(True, True): "class+mask", (True, False): "class",
-                      (False, True): "mask", (False, False): "none"}[(has_class, has_mask)]
-        mask_max = max((int(r.meta.get("mask_max", 0)) for r in ok.values()), default=0)
-        stats = None
-        if cfg.preprocess.dataset_stats:
-            stats = tuple(dataset_statistics([ok[c].meta["stats"] for c in sorted(ok)]))
-        encoding, layout = "raw", None
-        if cfg.preprocess.reduce == "wavelet" and cfg.preprocess.mode == "compress":
-            if any(int(t) % shape_multiple(cfg.preprocess) for t in target):
-                raise UsageError(f"[preprocess] target_shape {list(target)} must be a multiple of "
-                                 f"{shape_multiple(cfg.preprocess)} for wavelet level {cfg.preprocess.level}")
-            encoding = "wavelet-compress"
-            layout = wavelet_codec.layout((*target, channels), cfg.preprocess.wavelet,
-                                          cfg.preprocess.level, cfg.preprocess.keep,
-                                          values=cfg.preprocess.wavelet_values)
-        return RecordSpec(
-            cache_dir=str(self.cache_dir), target_shape=tuple(target), channels=channels,  # type: ignore[arg-type]
-            image_dtype=cfg.preprocess.dtype, image_encoding=encoding, label_kind=label_kind,
-            mask_dtype="uint8" if mask_max <= 255 else "int16", preprocess=cfg.preprocess,
-            dataset_stats=stats, wavelet_layout=layout,
-        )
-
     # -- write shards --------------------------------------------------------------------
     def write(self, plan: Plan, spec: RecordSpec, dataset: Dataset,
               ok: dict[str, CaseResult]) -> dict[str, list[ShardInfo]]:
@@ -377,7 +339,7 @@ class _Job:
         }
         todo: list[ShardTask] = []
         for task in tasks:
-            same = _already_written(self.out_dir, published.get(task.file_name), task)
+            same = publish.already_written(self.out_dir, published.get(task.file_name), task)
             if same is not None:
                 by_split[task.split][task.index] = same
             else:
@@ -417,30 +379,6 @@ class _Job:
         atomic_write_text(self.out_dir / "failures.csv", buf.getvalue())
 
 
-def _already_written(out_dir: Path, entry: dict[str, Any] | None, task: ShardTask) -> ShardInfo | None:
-    """The published shard of the same name, if its file still holds exactly its bytes."""
-    if entry is None or entry.get("num_records") != len(task.records):
-        return None
-    path = out_dir / task.file_name
-    try:
-        if path.stat().st_size != entry["num_bytes"]:
-            return None
-        from volprep.verify import sha256_file
-
-        if sha256_file(path) != entry["sha256"]:
-            return None
-    except (OSError, KeyError):
-        return None
-    counts: dict[int, int] = {}
-    for ref in task.records:
-        if ref.counts_as is not None:
-            counts[ref.counts_as] = counts.get(ref.counts_as, 0) + 1
-    return ShardInfo(task.file_name, len(task.records), int(entry["num_bytes"]), str(entry["sha256"]), counts)
-
-
-def _available_memory() -> int:
-    """Bytes of memory the job may count on: what the machine has available now."""
-    return int(psutil.virtual_memory().available)
 
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "Failure", "InputError", "JobResult", "run_job"]

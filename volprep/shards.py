@@ -32,6 +32,15 @@ from typing import Any
 
 import numpy as np
 
+from volprep import reductions
+from volprep.augment import numpy_ops
+from volprep.augment.spec import Params
+from volprep.cache import CacheDamaged, CaseCache
+from volprep.errors import UsageError
+from volprep.geometry import Grid
+from volprep.preprocess import dataset_statistics, normalize, window_case
+from volprep.records import frame_record
+from volprep.schema import Schema
 from volprep.seeds import order_key
 
 RECORD_FORMAT = 2  # 2: the "affine" feature; windows placed by the anchor (see volprep.geometry)
@@ -82,6 +91,13 @@ class RecordSpec:
     dataset_stats: tuple[dict[str, float], ...] | None
     wavelet_layout: dict[str, Any] | None = None
 
+    def schema(self) -> Schema:
+        """The schema of the records this spec makes (what the manifest's features say)."""
+        return Schema.for_records(target_shape=self.target_shape, channels=self.channels,
+                                  image_dtype=self.image_dtype, image_encoding=self.image_encoding,
+                                  label_kind=self.label_kind, mask_dtype=self.mask_dtype,
+                                  image_layout=self.wavelet_layout)
+
     def content_key(self) -> dict[str, Any]:
         """What of the spec decides record bytes (not where the cache lives), JSON-able."""
         data = dataclasses.asdict(self)
@@ -89,6 +105,30 @@ class RecordSpec:
         if dataclasses.is_dataclass(self.preprocess) and not isinstance(self.preprocess, type):
             data["preprocess"] = dataclasses.asdict(self.preprocess)
         return json.loads(json.dumps(data, default=str))
+
+
+def make_record_spec(pre: Any, cache_dir: str, target: tuple[int, int, int], channels: int, *,
+                     has_class: bool, metas: Sequence[Mapping[str, Any]]) -> RecordSpec:
+    """The record spec of a job: what its converted cases (``metas``) and config decide.
+
+    Raises:
+        UsageError: a target shape the reduction cannot encode (not a multiple it needs).
+    """
+    has_mask = any(m.get("voxel_counts") is not None for m in metas)
+    label_kind = {(True, True): "class+mask", (True, False): "class",
+                  (False, True): "mask", (False, False): "none"}[(has_class, has_mask)]
+    mask_max = max((int(m.get("mask_max", 0)) for m in metas), default=0)
+    stats = tuple(dataset_statistics([m["stats"] for m in metas])) if pre.dataset_stats else None
+    reduction = reductions.for_config(pre)
+    multiple = reduction.shape_multiple(pre)
+    if any(int(t) % multiple for t in target):
+        raise UsageError(f"[preprocess] target_shape {list(target)} must be a multiple of {multiple} "
+                         f"for reduce = {pre.reduce!r} (mode {pre.mode!r}, level {pre.level})")
+    encoding, layout = reduction.image_encoding(pre, (*target, channels))
+    return RecordSpec(cache_dir=cache_dir, target_shape=tuple(target), channels=channels,  # type: ignore[arg-type]
+                      image_dtype=pre.dtype, image_encoding=encoding, label_kind=label_kind,
+                      mask_dtype="uint8" if mask_max <= 255 else "int16", preprocess=pre,
+                      dataset_stats=stats, wavelet_layout=layout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,50 +214,32 @@ def record_bytes_estimate(spec: RecordSpec) -> int:
     return image + mask + 512
 
 
-def render_record(spec: RecordSpec, ref: RecordRef, cached: Any) -> tuple[bytes, int | None]:
+def render_record(spec: RecordSpec, ref: RecordRef, cached: Any, schema: Schema | None = None) -> tuple[bytes, int | None]:
     """Builds the serialised Example for one record from its cached case.
 
     Returns the record bytes and the class the plan counts it under (None without classes).
     """
-    from volprep.augment import numpy_ops
-    from volprep.augment.spec import Params
-    from volprep.geometry import Grid
-    from volprep.preprocess import normalize, window_case
-    from volprep.records import encode_example
-
+    schema = schema if schema is not None else spec.schema()
     grid = Grid.from_dict(cached.meta["grid"])
     image, mask, window_grid = window_case(cached.image, cached.mask, grid, cached.meta["anchor"],
                                            spec.target_shape, [st["floor"] for st in cached.meta["stats"]])
     image = normalize(image, cached.meta["stats"], spec.preprocess, _stats_list(spec.dataset_stats))
     if ref.copy and ref.params:  # no params: an identity augmentation
         image, mask = numpy_ops.apply(Params.from_json(ref.params), image, mask)
-    features: dict[str, Any] = {
+    values: dict[str, Any] = {
         "case_id": ref.case_id,
         "copy": ref.copy,
         "augment": ref.params,
-        "image": encode_image(image, spec),
-        "affine": np.ascontiguousarray(window_grid.affine, dtype="<f8").tobytes(),
+        "image": image,
+        "affine": window_grid.affine,
     }
-    if spec.label_kind in ("class", "class+mask"):
+    if "label" in schema and not schema["label"].is_volume:
         if ref.label is None:
             raise ValueError(f"case {ref.case_id} has no class label, but the records hold class labels")
-        features["label"] = int(ref.label)
-    if mask is not None and "mask" in spec.label_kind:
-        name = "label" if spec.label_kind == "mask" else "mask"
-        features[name] = np.ascontiguousarray(mask, dtype=np.dtype(spec.mask_dtype).newbyteorder("<")).tobytes()
-    return encode_example(features), ref.counts_as
-
-
-def encode_image(image: np.ndarray, spec: RecordSpec) -> bytes:
-    """The ``image`` feature's bytes in the spec's encoding."""
-    if spec.image_encoding == "raw":
-        dtype = np.dtype(spec.image_dtype).newbyteorder("<")
-        return np.ascontiguousarray(image, dtype=dtype).tobytes()
-    from volprep.preprocess import wavelet
-
-    layout = spec.wavelet_layout or {}
-    return wavelet.encode(np.ascontiguousarray(image, np.float32), layout["wavelet"], int(layout["level"]),
-                          float(layout["keep"]), values=layout["value_dtype"])
+        values["label"] = ref.label
+    if schema.label_volume is not None:
+        values[schema.label_volume] = mask
+    return schema.encode(values), ref.counts_as
 
 
 def _stats_list(stats: tuple[dict[str, float], ...] | None) -> list[dict[str, float]] | None:
@@ -231,10 +253,8 @@ def write_shard(task: ShardTask) -> ShardInfo | ShardFailed:
     case (and its record) at a time. A cache entry that fails its checks, or a write that
     fails (no space left), gives :class:`ShardFailed` and leaves nothing behind.
     """
-    from volprep.cache import CacheDamaged, CaseCache
-    from volprep.records import frame_record
-
     cache = CaseCache(Path(task.spec.cache_dir))
+    schema = task.spec.schema()
     final = Path(task.out_dir) / task.file_name
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     digest = hashlib.sha256()
@@ -243,7 +263,7 @@ def write_shard(task: ShardTask) -> ShardInfo | ShardFailed:
     try:
         with open(tmp, "wb") as fh:
             for ref in task.records:
-                record, class_id = render_record(task.spec, ref, cache.load(ref.case_id))
+                record, class_id = render_record(task.spec, ref, cache.load(ref.case_id), schema)
                 frame = frame_record(record)
                 fh.write(frame)
                 digest.update(frame)
@@ -261,6 +281,15 @@ def write_shard(task: ShardTask) -> ShardInfo | ShardFailed:
     finally:
         tmp.unlink(missing_ok=True)
     return ShardInfo(task.file_name, len(task.records), size, digest.hexdigest(), counts)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def fsync_dir(path: Path) -> None:

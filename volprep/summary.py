@@ -2,8 +2,8 @@
 
 :func:`summary_text` turns a :class:`~volprep.runner.JobResult` into the few aligned lines
 printed at the end of ``volprep shards`` (cases, failures, splits, balance, shards,
-fidelity, time per stage, how to load the result); :func:`inspect_text` turns a manifest
-into the longer, deterministic description ``volprep inspect`` prints (no wall-clock
+fidelity, time per stage, how to load the result); :func:`inspect_text` turns a typed
+:class:`~volprep.manifest.Manifest` into the longer, deterministic description ``volprep inspect`` prints (no wall-clock
 figures, so the same manifest always gives the same text). Both are pure functions of
 their arguments apart from harmless looks at the terminal and the output folder (colour
 only on a TTY; the report line only when a report exists; ``plan.json`` when no plan is
@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from volprep.manifest import ClassTable, DatasetInfo, Manifest, SplitEntry
 from volprep.report_classes import (
     balance_not_applicable,
     class_counts,
@@ -79,8 +80,8 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _shard_line(info: Mapping[str, Any]) -> str:
-    sizes = [int(s["num_bytes"]) for s in info.get("shards", [])]
+def _shard_line(split: SplitEntry) -> str:
+    sizes = [s.num_bytes for s in split.shards]
     if not sizes:
         return "no shards"
     text = f"{_plural(len(sizes), 'shard')}, {human_size(sum(sizes))}"
@@ -89,26 +90,25 @@ def _shard_line(info: Mapping[str, Any]) -> str:
     return text
 
 
-def _split_rows(splits: Mapping[str, Any]) -> list[str]:
+def _split_rows(splits: Mapping[str, SplitEntry]) -> list[str]:
     """One aligned row a split: records (originals + copies), shards and bytes."""
     names = list(splits)
     width = max((len(n) for n in names), default=0)
-    counts = [str(splits[n].get("num_records", 0)) for n in names]
+    counts = [str(splits[n].num_records) for n in names]
     cwidth = max((len(c) for c in counts), default=0)
     described = []
     for name, count in zip(names, counts, strict=True):
         info = splits[name]
-        originals = info.get("num_originals")
-        copies = int(info.get("num_records", 0)) - int(originals) if originals is not None else 0
+        copies = info.num_records - info.num_originals
         what = f"{count:>{cwidth}} records"
-        if originals is not None and copies:
-            what += f" = {originals} originals + {copies} augmented"
+        if copies:
+            what += f" = {info.num_originals} originals + {copies} augmented"
         described.append((name, what, info))
     what_width = max((len(w) for _, w, _ in described), default=0)
     return [f"{name:<{width}}  {what:<{what_width}}  {_shard_line(info)}" for name, what, info in described]
 
 
-def _class_rows(classes: Mapping[str, Any], limit: int = 9) -> list[str]:
+def _class_rows(classes: ClassTable, limit: int = 9) -> list[str]:
     """The balance section: a title, then ``name  before -> after  (+copies)`` rows, aligned.
 
     At most ``limit`` class rows (:func:`pick_classes`) and one line for the rest.
@@ -151,12 +151,12 @@ def _fidelity_text(fid: Mapping[str, Any] | None) -> str | None:
     return "; ".join(parts) + suffix if parts else None
 
 
-def _feature_text(features: Mapping[str, Any]) -> str:
+def _feature_text(manifest: Manifest) -> str:
     parts = []
     for name in ("image", "label", "mask"):
-        if name in features:
-            f = features[name]
-            parts.append(f"{name} {f['dtype']} {list(f['shape'])} {f['encoding']}")
+        if name in manifest.features:
+            f = manifest.features[name]
+            parts.append(f"{name} {f.dtype} {list(f.shape)} {f.encoding}")
     return "; ".join(parts)
 
 
@@ -184,7 +184,7 @@ def summary_text(result: Any, max_failures: int = 5, *, color: bool | None = Non
         The summary, lines joined by ``\\n`` (no trailing newline).
     """
     on = _use_color(color)
-    m = result.manifest
+    m: Manifest = result.manifest
     out_dir = Path(result.out_dir)
     failures = sorted(result.failures, key=lambda f: (str(f.case), str(f.path)))  # as in the manifest
     failed = len(failures)
@@ -201,27 +201,27 @@ def summary_text(result: Any, max_failures: int = 5, *, color: bool | None = Non
         lines.append(_row("", f"... and {failed - max_failures} more"))
     if failed:
         lines.append(_row("", f"full list: {out_dir / 'failures.csv'} (and the manifest's \"failures\")"))
-    split_rows = _split_rows(m.get("splits", {}))
+    split_rows = _split_rows(m.splits)
     for i, row in enumerate(split_rows):
         lines.append(_row("splits" if i == 0 else "", row))
-    notes = sorted(set(m.get("notes", [])) | set(getattr(result, "notes", []) or []))
+    notes = sorted(set(m.notes) | set(getattr(result, "notes", []) or []))
     if plan is None:
         try:
             plan = read_plan(out_dir)
         except ValueError as err:
             notes.append(f"plan.json not read: {err}")
     not_applicable = balance_not_applicable(m, plan)
-    class_rows = _class_rows(m.get("classes", {}))
+    class_rows = _class_rows(m.classes)
     if not_applicable and class_rows:
         lines.append(_row("balance", not_applicable[0].lower() + not_applicable[1:]))
     elif class_rows:
         lines.append(_row("balance", class_rows[0]))
         lines.extend(_row("", f"  {row}") for row in class_rows[1:])
-    lines.append(_row("records", _feature_text(m.get("features", {}))))
-    fid = _fidelity_text(m.get("fidelity"))
+    lines.append(_row("records", _feature_text(m)))
+    fid = _fidelity_text(m.fidelity)
     if fid:
         lines.append(_row("fidelity", fid))
-    notes += [f"{n} case(s): {note}" for note, n in (m.get("case_notes") or {}).items()]
+    notes += [f"{n} case(s): {note}" for note, n in m.case_notes.items()]
     for i, note in enumerate(notes):
         lines.append(_row("notes" if i == 0 else "", note))
     lines.append(_row("time", _times_text(result.timings)))
@@ -259,7 +259,7 @@ def _table(rows: Sequence[Sequence[str]], right: Sequence[bool], indent: str = "
     ]
 
 
-def inspect_text(manifest: dict[str, Any], out_dir: str = "") -> str:
+def inspect_text(manifest: Manifest, out_dir: str = "") -> str:
     """``volprep inspect``: the manifest in a form a person reads.
 
     Lists the features, every split and every shard (records, bytes, sha256 prefix),
@@ -268,7 +268,7 @@ def inspect_text(manifest: dict[str, Any], out_dir: str = "") -> str:
     Deterministic: the same manifest gives the same text.
 
     Args:
-        manifest: a manifest dict (``volprep.manifest.read_manifest``).
+        manifest: the folder's manifest (:func:`volprep.manifest.read_manifest`).
         out_dir: the folder it came from, shown in the title.
 
     Returns:
@@ -276,80 +276,88 @@ def inspect_text(manifest: dict[str, Any], out_dir: str = "") -> str:
     """
     m = manifest
     title = f"volprep shards {out_dir}".rstrip()
-    lines = [f"{title} (format {m.get('format_version')}, volprep {m.get('volprep_version', '?')})"]
-    ds = m.get("dataset") or {}
-    if ds:
-        lines.append(f"dataset: {ds.get('name')} ({ds.get('layout')} layout, {ds.get('num_cases')} cases)")
-        label_names = ds.get("label_names") or {}
-        if label_names:
-            lines.append("  label values: " + ", ".join(f"{k} = {v}" for k, v in sorted(label_names.items(), key=lambda kv: int(kv[0]) if str(kv[0]).lstrip("-").isdigit() else 0)))
+    lines = [f"{title} (format {m.format_version}, volprep {m.volprep_version})"]
+    lines += _dataset_lines(m.dataset)
 
     lines.append("")
     lines.append("features:")
-    rows = [[name, str(f.get("dtype")), str(list(f.get("shape", []))), str(f.get("encoding"))]
-            for name, f in sorted(m.get("features", {}).items())]
+    rows = [[name, f.dtype, str(list(f.shape)), f.encoding] for name, f in sorted(m.features.items())]
     lines.extend(_table(rows, [False, False, False, False]))
 
     lines.append("")
     lines.append("splits:")
-    shard_rows = {split: [[s["file"], f"{s['num_records']} records", human_size(s["num_bytes"]),
-                           f"sha256 {s['sha256'][:16]}"] for s in info.get("shards", [])]
-                  for split, info in m.get("splits", {}).items()}
-    aligned = iter(_table([r for rows in shard_rows.values() for r in rows], [False, True, True, False], "    "))
-    for split, info in m.get("splits", {}).items():
-        originals = info.get("num_originals")
-        extra = ""
-        if originals is not None and int(info["num_records"]) != int(originals):
-            extra = f" ({originals} originals + {int(info['num_records']) - int(originals)} augmented)"
-        lines.append(f"  {split}: {info['num_records']} records{extra}, {_shard_line(info)}")
-        lines.extend(next(aligned) for _ in shard_rows[split])
-
-    classes = m.get("classes") or {}
-    names = [str(n) for n in classes.get("names", [])]
-    if names:
-        lines.append("")
-        per_split = classes.get("per_split") or {}
-        split_names = list(per_split)
-        header = ["class", "train before", "train after", *[f"{s} originals" for s in split_names]]
-        rows = [header]
-        for n in names:
-            rows.append([n, str(classes.get("counts_before", {}).get(n, 0)),
-                         str(classes.get("counts_after", {}).get(n, 0)),
-                         *[str(per_split[s].get(n, 0)) for s in split_names]])
-        lines.append("classes:")
-        lines.extend(_table(rows, [False] + [True] * (len(header) - 1)))
+    lines += _shard_lines(m.splits)
+    lines += _class_table(m.classes)
 
     lines.append("")
-    norm = m.get("normalization") or {}
+    norm = m.normalization
     if norm:
-        method = norm.get("method")
         stats = norm.get("dataset_stats")
-        lines.append(f"normalization: {method}" + (" with dataset statistics" if stats else " per case"))
+        lines.append(f"normalization: {norm.get('method')}" + (" with dataset statistics" if stats else " per case"))
         for c, s in enumerate(stats or []):
             if isinstance(s, Mapping):
                 lines.append(f"  channel {c}: " + ", ".join(f"{k} {float(v):.4g}" for k, v in sorted(s.items())))
-    fid = _fidelity_text(m.get("fidelity"))
+    fid = _fidelity_text(m.fidelity)
     lines.append(f"fidelity: {fid}" if fid else "fidelity: not recorded (no lossy reduction measured)")
-    if m.get("target_shape"):
-        lines.append(f"target shape: {list(m['target_shape'])}")
-    notes = list(m.get("notes") or [])
-    notes += [f"{n} case(s): {note}" for note, n in (m.get("case_notes") or {}).items()]
+    if m.target_shape:
+        lines.append(f"target shape: {list(m.target_shape)}")
+    notes = [*m.notes, *(f"{n} case(s): {note}" for note, n in m.case_notes.items())]
     if notes:
         lines.append("notes:")
         lines.extend(f"  {n}" for n in notes)
 
-    failures = m.get("failures") or []
     lines.append("")
-    lines.append(f"failures: {len(failures)}")
-    for f in failures:
-        lines.append(f"  case {f['case']}: {f['path']}: {f['error']}")
+    lines.append(f"failures: {len(m.failures)}")
+    lines.extend(f"  case {f.case}: {f.path}: {f.error}" for f in m.failures)
 
     lines.append("")
-    lines.append(f"seed: {m.get('seed')}")
+    lines.append(f"seed: {m.seed}")
     lines.append("config:")
-    for section, table in (m.get("config") or {}).items():
+    for section, table in m.config.items():
         lines.append(f"  [{section}]")
         if isinstance(table, Mapping):
             width = max((len(str(k)) for k in table), default=0)
             lines.extend(f"    {k:<{width}} = {_toml_value(v)}" for k, v in table.items())
     return "\n".join(lines)
+
+
+def _dataset_lines(ds: DatasetInfo) -> list[str]:
+    """The dataset line and its label values (nothing for a manifest without a dataset)."""
+    if not (ds.name or ds.layout or ds.num_cases or ds.label_names):
+        return []
+    lines = [f"dataset: {ds.name} ({ds.layout} layout, {ds.num_cases} cases)"]
+    if ds.label_names:
+        def value(item: tuple[str, str]) -> int:
+            return int(item[0]) if item[0].lstrip("-").isdigit() else 0
+
+        lines.append("  label values: " + ", ".join(f"{k} = {v}" for k, v in sorted(ds.label_names.items(), key=value)))
+    return lines
+
+
+def _shard_lines(splits: Mapping[str, SplitEntry]) -> list[str]:
+    """Each split's records and shards, then one aligned row a shard (aligned across splits)."""
+    shard_rows = {split: [[s.file, f"{s.num_records} records", human_size(s.num_bytes), f"sha256 {s.sha256[:16]}"]
+                          for s in info.shards]
+                  for split, info in splits.items()}
+    aligned = iter(_table([r for rows in shard_rows.values() for r in rows], [False, True, True, False], "    "))
+    lines = []
+    for split, info in splits.items():
+        extra = ""
+        if info.num_records != info.num_originals:
+            extra = f" ({info.num_originals} originals + {info.num_records - info.num_originals} augmented)"
+        lines.append(f"  {split}: {info.num_records} records{extra}, {_shard_line(info)}")
+        lines.extend(next(aligned) for _ in shard_rows[split])
+    return lines
+
+
+def _class_table(classes: ClassTable) -> list[str]:
+    """Every class (the long form): train before/after balancing and originals per split."""
+    if not classes.names:
+        return []
+    split_names = list(classes.per_split)
+    header = ["class", "train before", "train after", *[f"{s} originals" for s in split_names]]
+    rows = [header]
+    for n in classes.names:
+        rows.append([n, str(classes.counts_before.get(n, 0)), str(classes.counts_after.get(n, 0)),
+                     *[str(classes.per_split[s].get(n, 0)) for s in split_names]])
+    return ["", "classes:", *_table(rows, [False] + [True] * (len(header) - 1))]

@@ -16,10 +16,12 @@ import math
 import statistics
 from collections.abc import Callable
 
+import psutil
+
 from volprep import io
 from volprep.cases import Case, Dataset
 from volprep.config import PipelineConfig
-from volprep.errors import InputError
+from volprep.errors import InputError, UsageError
 from volprep.io.base import human_bytes
 from volprep.preprocess import reduced_shape
 
@@ -84,3 +86,29 @@ def survey(dataset: Dataset, config: PipelineConfig, fail: Fail, *, memory_limit
         cases.append(case)
         weights.append(weight)
     return Survey(tuple(cases), tuple(weights), channels)
+
+
+# Peak memory of writing one record, in float32 copies of it (window, normalised, copy).
+RECORD_WORKING_COPIES = 4
+
+
+def available_memory() -> int:
+    """Bytes of memory the job may count on: what the machine has available now."""
+    return int(psutil.virtual_memory().available)
+
+
+def check_record_size(target: tuple[int, ...], channels: int, workers: int, memory_limit: int | None) -> None:
+    """Refuses, before any work, a target shape whose records cannot be held in memory.
+
+    Raises:
+        UsageError: ``workers`` records of ``target`` (their working copies) need more than
+            ``memory_limit`` or the memory available.
+    """
+    voxels = math.prod(int(t) for t in target)
+    need = voxels * channels * 4 * RECORD_WORKING_COPIES * max(1, workers)
+    limit = min(memory_limit or available_memory(), available_memory())
+    if need > limit:
+        raise UsageError(
+            f"[preprocess] target_shape {list(target)}: writing one record needs about "
+            f"{human_bytes(need // max(1, workers))} per worker ({human_bytes(need)} for "
+            f"{workers}), more than the {human_bytes(limit)} of memory available")

@@ -11,22 +11,12 @@ reported as that ("a job is writing this folder"), not as corruption.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
-from typing import Any
 
 from volprep.lock import holder
-from volprep.manifest import MANIFEST, read_manifest
+from volprep.manifest import MANIFEST, Manifest, ShardEntry, read_manifest
 from volprep.records import iter_records
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+from volprep.shards import sha256_file
 
 
 def verify(out_dir: str | Path, *, parse: bool = True) -> list[str]:
@@ -35,13 +25,13 @@ def verify(out_dir: str | Path, *, parse: bool = True) -> list[str]:
     before = (out_dir / MANIFEST).read_bytes() if (out_dir / MANIFEST).is_file() else b""
     manifest = read_manifest(out_dir)
     problems: list[str] = []
-    for split, info in sorted(manifest["splits"].items()):
+    for split, info in sorted(manifest.splits.items()):
         total = 0
-        for shard in info["shards"]:
+        for shard in info.shards:
             problems.extend(_check_shard(out_dir, shard, manifest, parse))
-            total += shard["num_records"]
-        if total != info["num_records"]:
-            problems.append(f"split {split}: its shards hold {total} records, manifest says {info['num_records']}")
+            total += shard.num_records
+        if total != info.num_records:
+            problems.append(f"split {split}: its shards hold {total} records, manifest says {info.num_records}")
     if problems:
         after = (out_dir / MANIFEST).read_bytes() if (out_dir / MANIFEST).is_file() else b""
         who = holder(out_dir)
@@ -51,39 +41,39 @@ def verify(out_dir: str | Path, *, parse: bool = True) -> list[str]:
     return problems
 
 
-def _check_shard(out_dir: Path, shard: dict[str, Any], manifest: dict[str, Any], parse: bool) -> list[str]:
-    path = out_dir / shard["file"]
+def _check_shard(out_dir: Path, shard: ShardEntry, manifest: Manifest, parse: bool) -> list[str]:
+    path = out_dir / shard.file
     if not path.is_file():
-        return [f"{shard['file']}: missing"]
+        return [f"{shard.file}: missing"]
     problems = []
     size = path.stat().st_size
-    if size != shard["num_bytes"]:
-        problems.append(f"{shard['file']}: {size} bytes, manifest says {shard['num_bytes']}")
+    if size != shard.num_bytes:
+        problems.append(f"{shard.file}: {size} bytes, manifest says {shard.num_bytes}")
     digest = sha256_file(path)
-    if digest != shard["sha256"]:
-        problems.append(f"{shard['file']}: sha256 {digest[:12]}... does not match the manifest's {shard['sha256'][:12]}...")
+    if digest != shard.sha256:
+        problems.append(f"{shard.file}: sha256 {digest[:12]}... does not match the manifest's {shard.sha256[:12]}...")
     try:
         count = sum(1 for _ in iter_records(path))
     except Exception as err:  # noqa: BLE001 - any corruption is reported, not raised
-        return [*problems, f"{shard['file']}: unreadable ({err})"]
-    if count != shard["num_records"]:
-        problems.append(f"{shard['file']}: {count} records, manifest says {shard['num_records']}")
+        return [*problems, f"{shard.file}: unreadable ({err})"]
+    if count != shard.num_records:
+        problems.append(f"{shard.file}: {count} records, manifest says {shard.num_records}")
     if parse:
-        problems.extend(f"{shard['file']}: {p}" for p in _parse_all(path, manifest))
+        problems.extend(f"{shard.file}: {p}" for p in _parse_all(path, manifest))
     return problems
 
 
-def _parse_all(path: Path, manifest: dict[str, Any]) -> list[str]:
+def _parse_all(path: Path, manifest: Manifest) -> list[str]:
     """Parses every record of one shard with TensorFlow; returns problems."""
     import tensorflow as tf
 
-    from volprep.loader import decode_batch, parse_spec
+    from volprep.schema_tf import decode_batch, parse_spec
 
-    spec = parse_spec(manifest["features"])
+    spec = parse_spec(manifest.features)
     problems: list[str] = []
     try:
-        for batch in tf.data.TFRecordDataset(str(path)).batch(16):
-            decode_batch(tf.io.parse_example(batch, spec), manifest["features"])
+        for batch in tf.data.TFRecordDataset(str(path), buffer_size=1 << 20).batch(16):
+            decode_batch(tf.io.parse_example(batch, spec), manifest.features)
     except (tf.errors.OpError, ValueError) as err:
         problems.append(f"parse failed: {str(err).splitlines()[0][:200]}")
     return problems

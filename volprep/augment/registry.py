@@ -14,20 +14,22 @@ affine, the Fourier shift, intensity scale/shift, gamma, noise.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 
-from volprep.augment.ops import affine, flip, fourier_shift, gamma, intensity, noise, rot90
 from volprep.augment.ops.base import Op
 
-OPS: tuple[Op, ...] = (
-    flip,
-    rot90,
-    affine,
-    fourier_shift,
-    intensity,
-    gamma,
-    noise,
+# One line an op: its module (each module is an op: see volprep.augment.ops.base.Op).
+OP_MODULES: tuple[str, ...] = (
+    "volprep.augment.ops.flip",
+    "volprep.augment.ops.rot90",
+    "volprep.augment.ops.affine",
+    "volprep.augment.ops.fourier_shift",
+    "volprep.augment.ops.intensity",
+    "volprep.augment.ops.gamma",
+    "volprep.augment.ops.noise",
 )
+OPS: tuple[Op, ...] = tuple(importlib.import_module(name) for name in OP_MODULES)  # type: ignore[misc]
 
 RESERVED_KEYS = frozenset({"seed"})
 """``[augment]`` keys that belong to :class:`~volprep.augment.spec.Augment` itself."""

@@ -1,12 +1,13 @@
 """volprep's read stage: volume files in, checked arrays plus geometry out.
 
-Formats: NIfTI-1/2 and Analyze (``.nii``, ``.nii.gz``, ``.hdr``/``.img``; either byte
-order), MetaImage (``.mha``, ``.mhd``), raw volumes with a JSON sidecar. The format is
-sniffed from the content; gzip is inflated with ``isal``, bounded by what the header
-claims. Headers are checked before any voxel is read (``HeaderError``), voxels after
+Formats: the units listed in :data:`volprep.io.formats.FORMATS` (NIfTI-1/2 and Analyze in
+either byte order, MetaImage, raw volumes with a JSON sidecar), one module each behind the
+:class:`~volprep.io.protocol.Format` protocol, which also tells discovery which file names
+are volumes. The format is sniffed from the content (by name only for files without a
+signature); gzip is inflated with ``isal``, bounded by what the header claims. Headers are checked before any voxel is read (``HeaderError``), voxels after
 (``DataError``), labels against their image (``LabelError``; read them with
 ``read_label_volume``, which refuses NaN/Inf whatever ``read.non_finite`` says). A file
-name found inside an input stays beside it (``base.companion_path``), and only regular files
+name found inside an input stays beside it (``paths.companion_path``), and only regular files
 are opened (a FIFO or device is refused before it is opened). Arrays keep the file's voxel
 order ``(i, j, k[, c])`` and memory order (Fortran for NIfTI/MetaImage); affines are
 voxel -> RAS+ mm.

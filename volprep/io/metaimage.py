@@ -1,6 +1,10 @@
 """MetaImage (ITK) volumes: ``.mha`` (header and data in one file) and ``.mhd`` + data file.
 
-This module owns parsing the MetaImage text header (``Key = Value`` lines, the last being
+This module is the MetaImage :class:`~volprep.io.protocol.Format` unit. Discovery takes
+``.mha`` and ``.mhd`` files for volumes; the ``.raw`` beside a ``.mhd`` of the same name
+is its data, not a case, and any ``.raw`` in a folder with a ``.mhd`` may be one (the
+header names its data file), so it is not reported for lacking a raw sidecar. The module
+parses the MetaImage text header (``Key = Value`` lines, the last being
 ``ElementDataFile``) into a :class:`~volprep.io.base.Layout`, without SimpleITK. Keys
 read: ``ObjectType``, ``NDims``, ``DimSize``, ``ElementType`` (``MET_UCHAR`` ...
 ``MET_DOUBLE``), ``ElementNumberOfChannels`` (interleaved channels), ``ElementSpacing``
@@ -10,7 +14,7 @@ as ITK reads it), ``ElementByteOrderMSB``/``BinaryDataByteOrderMSB``, ``BinaryDa
 ``CompressedData`` (zlib), ``HeaderSize`` and ``ElementDataFile`` (``LOCAL`` or a file
 name; ``LIST`` and file patterns are refused; a file name must lead to a regular file
 beside the header or in a folder below it: an absolute path or a ``..`` escape is
-refused by :func:`~volprep.io.base.companion_path`). Other keys are ignored. MetaImage world
+refused by :func:`~volprep.io.paths.companion_path`). Other keys are ignored. MetaImage world
 coordinates are LPS; the affine returned is NIfTI-style RAS (first two rows negated).
 """
 
@@ -22,10 +26,22 @@ from pathlib import Path
 
 import numpy as np
 
+from volprep.config import ReadConfig
 from volprep.errors import HeaderError
-from volprep.io.base import Layout, companion_path, require_regular_file
+from volprep.io.base import Layout
+from volprep.io.paths import companion_path, require_regular_file
+from volprep.io.protocol import Companion
 
 MAX_HEADER_BYTES = 64 * 1024
+
+# The Format protocol (volprep.io.protocol).
+NAME = "metaimage"
+TITLE = "MetaImage"
+EXPECTED = "MetaImage header"
+SUFFIXES = (".mha", ".mhd")
+COMPANIONS = (Companion(".mhd", ".raw", in_header=True),)
+HEAD_BYTES = MAX_HEADER_BYTES
+GZIP = False
 
 ELEMENT_TYPES: dict[str, str] = {
     "MET_UCHAR": "u1", "MET_CHAR": "i1", "MET_USHORT": "u2", "MET_SHORT": "i2",
@@ -35,6 +51,11 @@ ELEMENT_TYPES: dict[str, str] = {
 _LINE = re.compile(rb"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 _KNOWN_FIRST = {"objecttype", "ndims", "comment", "objectsubtype", "dimsize", "name"}
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def claims(path: Path, head: bytes) -> bool:
+    """Never: a MetaImage file is recognised by its header, whatever its name."""
+    return False
 
 
 def sniff(head: bytes) -> bool:
@@ -96,8 +117,11 @@ def _flag(path: Path, fields: dict[str, str], keys: tuple[str, ...]) -> bool:
     return False
 
 
-def layout(path: Path, head: bytes) -> Layout:
+def layout(path: Path, head: bytes, cfg: ReadConfig, compressed: bool) -> Layout:
     """Parses a MetaImage header (the first bytes of the file) into a Layout.
+
+    ``cfg`` and ``compressed`` are unused: MetaImage compresses the data, not the file
+    (``CompressedData``), and the read stage never hands it a gzip file.
 
     Raises:
         HeaderError: a missing or invalid field, or a feature volprep does not read.

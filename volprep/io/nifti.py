@@ -1,11 +1,15 @@
 """NIfTI-1, NIfTI-2 and Analyze 7.5 headers (single ``.nii`` files and ``.hdr``/``.img`` pairs).
 
-This module owns reading those headers into a :class:`~volprep.io.base.Layout`. The
-header block is decoded by nibabel's header classes (``check=False``: volprep runs its
-own checks and turns every problem into a one-line ``HeaderError``); the byte order comes
-from ``sizeof_hdr`` (348 or 540 in either order). The format is recognised from the
-content: ``sizeof_hdr`` and the magic string, not the file name; gzip is recognised by its
-magic bytes, whatever the extension. Scaling follows the NIfTI rule: ``scl_slope`` 0 or
+This module is the NIfTI/Analyze :class:`~volprep.io.protocol.Format` unit: the names
+discovery takes for volumes (``.nii.gz``, ``.nii``, ``.hdr``; an ``.img`` is the
+companion of its ``.hdr``, an ``.img`` alone is reported), the signature, and reading
+those headers into a :class:`~volprep.io.base.Layout`. The header block is decoded by
+nibabel's header classes (``check=False``: volprep runs its own checks and turns every
+problem into a one-line ``HeaderError``); the byte order comes from ``sizeof_hdr`` (348
+or 540 in either order). The format is recognised from the content: ``sizeof_hdr`` and
+the magic string, not the file name (the read stage inflates gzip first, whatever the
+extension); only a pair's ``.img``, which holds voxels, is taken by name when its
+``.hdr`` sits beside it. Scaling follows the NIfTI rule: ``scl_slope`` 0 or
 NaN means unscaled; otherwise voxels are ``stored * slope + inter`` in float32. The affine
 is the sform when its code is > 0 and it is finite and invertible, else the qform, else
 the pixdim diagonal. Analyze files (no magic, a ``.hdr`` name) go through nibabel's
@@ -29,9 +33,22 @@ from nibabel.spm2analyze import Spm2AnalyzeHeader
 from volprep.config import ReadConfig
 from volprep.errors import HeaderError
 from volprep.io import gzipfast
-from volprep.io.base import Layout, find_companion
+from volprep.io.base import Layout
+from volprep.io.paths import find_companion
+from volprep.io.protocol import Companion
 
 HEADER_BYTES = 540  # the largest header (NIfTI-2); enough to sniff and decode any of them
+_HDR = (".hdr", ".hdr.gz")  # a pair's header file, as the reader finds it
+_IMG = (".img", ".img.gz")  # a pair's image file
+
+# The Format protocol (volprep.io.protocol): this module is the NIfTI/Analyze format unit.
+NAME = "nifti"
+TITLE = "NIfTI"
+EXPECTED = "NIfTI/Analyze header"
+SUFFIXES = (".nii.gz", ".nii", _HDR[0])
+COMPANIONS = (Companion(_HDR[0], _IMG[0], orphan="Analyze/NIfTI .img without its .hdr"),)
+HEAD_BYTES = HEADER_BYTES
+GZIP = True
 
 # datatype code -> numpy dtype (byte order added from the header).
 _DTYPES: dict[int, str] = {
@@ -50,7 +67,12 @@ _NON_VOLUME_INTENTS: dict[int, str] = {
 }
 
 
-def sniff(head: bytes) -> str | None:
+def sniff(head: bytes) -> bool:
+    """Whether ``head`` starts with a NIfTI-1/2 or Analyze ``sizeof_hdr`` (either byte order)."""
+    return _version(head) is not None
+
+
+def _version(head: bytes) -> str | None:
     """``"nifti1"`` (also Analyze), ``"nifti2"`` or None, from the first bytes of a header."""
     if len(head) < 4:
         return None
@@ -72,7 +94,7 @@ def _companion(path: Path, own: tuple[str, str], other: tuple[str, str]) -> Path
 
     The name is derived from ``path``'s own name as given (a symlinked header's companion
     is the one beside the link, not beside its target) and goes through
-    :func:`~volprep.io.base.find_companion`: kept beside ``path``, checked regular.
+    :func:`~volprep.io.paths.find_companion`: kept beside ``path``, checked regular.
     """
     name = path.name
     for ext in own:
@@ -90,7 +112,7 @@ def pair_image(path: Path) -> Path | None:
     Raises:
         HeaderError: the ``.img`` found is not a regular file (a FIFO, a device...).
     """
-    return _companion(path, (".hdr.gz", ".hdr"), (".img", ".img.gz"))
+    return _companion(path, _HDR, _IMG)
 
 
 def pair_header(path: Path) -> Path | None:
@@ -99,7 +121,7 @@ def pair_header(path: Path) -> Path | None:
     Raises:
         HeaderError: the ``.hdr`` found is not a regular file (a FIFO, a device...).
     """
-    return _companion(path, (".img.gz", ".img"), (".hdr", ".hdr.gz"))
+    return _companion(path, _IMG, _HDR)
 
 
 def _is_gzip(path: Path) -> bool:
@@ -107,22 +129,42 @@ def _is_gzip(path: Path) -> bool:
         return gzipfast.is_gzip(fh.read(2))
 
 
-def layout(path: Path, head: bytes, compressed: bool, cfg: ReadConfig,
-           header_path: Path | None = None) -> Layout:
-    """Decodes a NIfTI/Analyze header into a Layout.
+def claims(path: Path, head: bytes) -> bool:
+    """Whether ``path`` is a pair's ``.img`` with its ``.hdr`` beside it (the content of an
+    ``.img`` is voxels, with no signature: its ``.hdr`` says what it is).
+
+    Raises:
+        HeaderError: the ``.hdr`` found is not a regular file.
+    """
+    return pair_header(path) is not None
+
+
+def layout(path: Path, head: bytes, cfg: ReadConfig, compressed: bool) -> Layout:
+    """Decodes a NIfTI/Analyze header into a Layout; for a pair's ``.img``, its ``.hdr``'s.
 
     Args:
         path: the file the user named (reported in errors and ``Header.path``).
-        head: the first (decompressed) bytes of the header file, at least 348.
-        compressed: whether the header file is gzip-compressed.
+        head: the first (decompressed) bytes of ``path``, at least 348 for a header file.
         cfg: the read config (``allow_rgb``).
-        header_path: the header file when it differs from ``path`` (a pair's ``.img`` named).
+        compressed: whether ``path`` is gzip-compressed.
 
     Raises:
         HeaderError: anything in the header volprep refuses.
     """
-    hpath = header_path or path
-    kind = sniff(head)
+    header_file = pair_header(path)
+    if header_file is None:
+        return _decode(path, head, compressed, cfg, path)
+    with header_file.open("rb") as fh:
+        hhead = fh.read(HEADER_BYTES)
+    hcompressed = gzipfast.is_gzip(hhead)
+    if hcompressed:
+        hhead = gzipfast.read_prefix(header_file, HEADER_BYTES)
+    return _decode(path, hhead, hcompressed, cfg, header_file)
+
+
+def _decode(path: Path, head: bytes, compressed: bool, cfg: ReadConfig, hpath: Path) -> Layout:
+    """The Layout of the header ``head`` read from ``hpath`` (``path``, or a pair's ``.hdr``)."""
+    kind = _version(head)
     hdr: AnalyzeHeader | Spm2AnalyzeHeader
     if kind == "nifti2":
         if len(head) < 540:
@@ -140,7 +182,7 @@ def layout(path: Path, head: bytes, compressed: bool, cfg: ReadConfig,
         if magic in (b"n+1\x00", b"ni1\x00"):
             hdr = Nifti1Header(binaryblock=head[:348], endianness=endian, check=False)
             single, fmt, min_offset = magic == b"n+1\x00", "NIfTI-1", 352
-        elif hpath.name.lower().endswith((".hdr", ".hdr.gz")):
+        elif hpath.name.lower().endswith(_HDR):
             hdr = Spm2AnalyzeHeader(binaryblock=head[:348], endianness=endian, check=False)
             single, fmt, min_offset = False, "Analyze", 0
         else:

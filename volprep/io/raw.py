@@ -19,7 +19,13 @@ as ``"byteorder"`` cannot silently give wrong voxels):
 
 The data file may be gzip-compressed (recognised by its content). The sidecar cannot
 name a data file (no such key; an unknown key is refused): the pair is found by name,
-beside each other, through :func:`~volprep.io.base.find_companion`.
+beside each other, through :func:`~volprep.io.paths.find_companion`.
+
+This module is the raw :class:`~volprep.io.protocol.Format` unit. Raw data has no
+signature, so the read stage takes a file for raw by its name only (``claims``): a
+``name.raw``/``name.raw.gz`` whose ``name.json`` exists, or a ``name.json`` holding a JSON
+object (the sidecar named instead of the data). Discovery lists ``name.raw`` as a volume
+only with its sidecar, and reports it without one.
 """
 
 from __future__ import annotations
@@ -30,9 +36,25 @@ from typing import Any
 
 import numpy as np
 
+from volprep.config import ReadConfig
 from volprep.errors import HeaderError
 from volprep.io import gzipfast
-from volprep.io.base import Layout, find_companion
+from volprep.io.base import Layout
+from volprep.io.paths import find_companion
+from volprep.io.protocol import Companion
+
+_DATA = (".raw", ".raw.gz")  # a raw data file's name, as the reader takes it
+_SIDECAR = ".json"
+NO_SIDECAR = "raw volume without a .json sidecar (shape, dtype, spacing)"
+
+# The Format protocol (volprep.io.protocol).
+NAME = "raw"
+TITLE = "raw"
+EXPECTED = ".raw + .json sidecar"
+SUFFIXES = (_DATA[0],)
+COMPANIONS = (Companion(_DATA[0], _SIDECAR, needed=NO_SIDECAR),)
+HEAD_BYTES = 4096  # enough to see the sidecar's opening brace
+GZIP = False
 
 DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
           "float32", "float64")
@@ -47,20 +69,55 @@ def sidecar_for(path: Path) -> Path | None:
         HeaderError: the sidecar found is not a regular file (a FIFO, a device...).
     """
     name = path.name
-    for ext in (".raw.gz", ".raw", ".gz"):
+    for ext in (*reversed(_DATA), ".gz"):
         if name.lower().endswith(ext):
             name = name[: -len(ext)]
             break
     else:
         name = path.stem
-    if name + ".json" == path.name:
+    if name + _SIDECAR == path.name:
         return None
-    return find_companion(path, (name + ".json",))
+    return find_companion(path, (name + _SIDECAR,))
 
 
 def data_for(sidecar: Path) -> Path | None:
     """The ``name.raw`` (or ``name.raw.gz``) a ``name.json`` sidecar describes."""
-    return find_companion(sidecar, (sidecar.stem + ext for ext in (".raw", ".raw.gz", ".RAW")))
+    return find_companion(sidecar, (sidecar.stem + ext for ext in (*_DATA, _DATA[0].upper())))
+
+
+def claims(path: Path, head: bytes) -> bool:
+    """Whether ``path`` is raw data with its sidecar beside it, or a sidecar (a JSON object).
+
+    Raises:
+        HeaderError: the sidecar found is not a regular file.
+    """
+    lower = path.name.lower()
+    if lower.endswith(_DATA):
+        return sidecar_for(path) is not None
+    return lower.endswith(_SIDECAR) and head.lstrip().startswith(b"{")
+
+
+def sniff(head: bytes) -> bool:
+    """Never: raw data has no signature (:func:`claims` takes it by name)."""
+    return False
+
+
+def layout(path: Path, head: bytes, cfg: ReadConfig, compressed: bool) -> Layout:
+    """The Layout of raw data or of its sidecar (whichever was named); ``cfg``,
+    ``compressed`` unused (a gzip data file is recognised here, by its content).
+
+    Raises:
+        HeaderError: no sidecar, no data file beside the sidecar, or a bad sidecar.
+    """
+    if path.name.lower().endswith(_SIDECAR):
+        data = data_for(path)
+        if data is None:
+            raise HeaderError(path, "a .json sidecar with no .raw file next to it")
+        return _layout(path, path, data)
+    sidecar = sidecar_for(path)
+    if sidecar is None:
+        raise HeaderError(path, NO_SIDECAR)
+    return _layout(path, sidecar, path)
 
 
 def _load_sidecar(path: Path, sidecar: Path) -> dict[str, Any]:
@@ -89,7 +146,7 @@ def _numbers(path: Path, key: str, value: Any, length: int | tuple[int, ...]) ->
     return [float(v) for v in value]
 
 
-def layout(path: Path, sidecar: Path, data_path: Path) -> Layout:
+def _layout(path: Path, sidecar: Path, data_path: Path) -> Layout:
     """Reads a raw volume's sidecar into a Layout.
 
     Args:

@@ -1,13 +1,14 @@
 """The read stage's entry points: sniff a file's format, check its header, read its voxels.
 
-This module owns dispatch and the error boundary. The format is recognised from the
-content (gzip magic, NIfTI ``sizeof_hdr``/magic, a MetaImage ``Key = Value`` header);
-only formats without a signature fall back on names: a ``.img`` whose ``.hdr`` sits next
-to it, a ``name.raw`` with its ``name.json`` sidecar. Every problem a file can cause
-leaves as a one-line :class:`~volprep.errors.HeaderError` (before any voxel is read) or
-:class:`~volprep.errors.DataError` (while reading voxels) carrying the path; whatever
-nibabel, isal or the OS raise on bad input is translated here, so no input problem
-reaches the user as a traceback.
+This module owns dispatch and the error boundary. It knows no format: it offers each file
+to the formats of :data:`volprep.io.formats.FORMATS`, in order, first by name (a format's
+``claims``: files without a signature, recognised by the companion beside them), then by
+content (``sniff`` on the file's first bytes; a gzip file is inflated first and offered to
+the formats that read gzip), and the format that takes it builds the file's Layout. Every
+problem a file can cause leaves as a one-line :class:`~volprep.errors.HeaderError`
+(before any voxel is read) or :class:`~volprep.errors.DataError` (while reading voxels)
+carrying the path; whatever nibabel, isal or the OS raise on bad input is translated
+here, so no input problem reaches the user as a traceback.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from nibabel.spatialimages import HeaderDataError
 
 from volprep.config import ReadConfig
 from volprep.errors import DataError, HeaderError, InputError, ResourceError
-from volprep.io import gzipfast, metaimage, nifti, raw
+from volprep.io import gzipfast
 from volprep.io.base import (
     Header,
     Layout,
@@ -34,8 +35,10 @@ from volprep.io.base import (
     build_header,
     human_bytes,
     load_voxels,
-    require_regular_file,
 )
+from volprep.io.formats import FORMATS, head_bytes
+from volprep.io.paths import require_regular_file
+from volprep.io.protocol import Format
 
 T = TypeVar("T")
 
@@ -72,41 +75,36 @@ def _guard(path: Path, error: type[InputError], work: Callable[[], T]) -> T:
 
 def _layout(path: Path, cfg: ReadConfig) -> Layout:
     require_regular_file(path)  # before any open: opening a FIFO blocks
-    lower = path.name.lower()
-    if lower.endswith((".raw", ".raw.gz")):  # no signature: the sidecar says what it is
-        sidecar = raw.sidecar_for(path)
-        if sidecar is not None:
-            return raw.layout(path, sidecar, path)
     with path.open("rb") as fh:
-        head = fh.read(metaimage.MAX_HEADER_BYTES)
+        head = fh.read(head_bytes(FORMATS))
     if not head:
         raise HeaderError(path, "file is empty (0 bytes)")
-    if gzipfast.is_gzip(head):
-        inner = gzipfast.read_prefix(path, nifti.HEADER_BYTES)
-        if nifti.sniff(inner):
-            return nifti.layout(path, inner, True, cfg)
-        raise HeaderError(path, f"gzip file holds no NIfTI header (starts with {inner[:8]!r})")
-    if nifti.sniff(head):
-        return nifti.layout(path, head[: nifti.HEADER_BYTES], False, cfg)
-    if metaimage.sniff(head):
-        return metaimage.layout(path, head)
-    header_file = nifti.pair_header(path)
-    if header_file is not None:  # a pair's .img named instead of its .hdr
-        with header_file.open("rb") as fh:
-            hhead = fh.read(nifti.HEADER_BYTES)
-        compressed = gzipfast.is_gzip(hhead)
-        if compressed:
-            hhead = gzipfast.read_prefix(header_file, nifti.HEADER_BYTES)
-        return nifti.layout(path, hhead, compressed, cfg, header_path=header_file)
-    if lower.endswith(".json") and head.lstrip().startswith(b"{"):
-        data = raw.data_for(path)
-        if data is None:
-            raise HeaderError(path, "a .json sidecar with no .raw file next to it")
-        return raw.layout(path, path, data)
+    for fmt in FORMATS:  # by name first: content without a signature could look like one
+        if fmt.claims(path, head):
+            return fmt.layout(path, head, cfg, False)
+    readers = [fmt for fmt in FORMATS if fmt.GZIP]
+    if readers and gzipfast.is_gzip(head):
+        inner = gzipfast.read_prefix(path, head_bytes(readers))
+        for fmt in readers:
+            if fmt.sniff(inner):
+                return fmt.layout(path, inner, cfg, True)
+        titles = " or ".join(fmt.TITLE for fmt in readers)
+        raise HeaderError(path, f"gzip file holds no {titles} header (starts with {inner[:8]!r})")
+    for fmt in FORMATS:
+        if fmt.sniff(head):
+            return fmt.layout(path, head, cfg, False)
     raise HeaderError(
-        path, "not a volume volprep reads: no NIfTI/Analyze or MetaImage header and no "
-        f".raw + .json sidecar (file starts with {head[:8]!r})",
+        path, f"not a volume volprep reads: {_expected(FORMATS)} (file starts with {head[:8]!r})"
     )
+
+
+def _expected(formats: Sequence[Format]) -> str:
+    """What a file no format took lacks: each format's ``EXPECTED``, those ending in
+    ``" header"`` joined as ``no A or B header``, the others as ``and no C``."""
+    headers = [f.EXPECTED.removesuffix(" header") for f in formats if f.EXPECTED.endswith(" header")]
+    others = [f.EXPECTED for f in formats if not f.EXPECTED.endswith(" header")]
+    parts = ([f"no {' or '.join(headers)} header"] if headers else []) + [f"no {o}" for o in others]
+    return " and ".join(parts)
 
 
 def _checked(path: Path, cfg: ReadConfig) -> tuple[Layout, Header]:
@@ -121,8 +119,8 @@ def read_header(path: Path, cfg: ReadConfig) -> Header:
     """Reads and checks a volume's header without reading its voxels.
 
     Args:
-        path: a NIfTI-1/2 (``.nii``, ``.nii.gz``, ``.hdr``/``.img``), Analyze, MetaImage
-            (``.mha``, ``.mhd``) or raw (``.raw`` + ``.json``) file; the format is sniffed.
+        path: a file of any format of :data:`volprep.io.formats.FORMATS` (NIfTI-1/2,
+            Analyze, MetaImage, raw + sidecar); the format is recognised as described above.
         cfg: the ``[read]`` config (``max_bytes``, ``allow_rgb``).
 
     Returns:

@@ -19,16 +19,15 @@ around the same physical point (see :mod:`volprep.geometry`).
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from volprep import reductions
 from volprep.config import PreprocessConfig
 from volprep.errors import LabelError
 from volprep.geometry import Grid, foreground_box, window
-from volprep.preprocess import downsample, fidelity, resample, wavelet
 from volprep.preprocess.intensity import channel_stats, foreground_mask
 from volprep.preprocess.orient import reorient, reoriented_geometry, voxel_spacing
 
@@ -63,24 +62,17 @@ class Prepared:
 
 
 def shape_multiple(cfg: PreprocessConfig) -> int:
-    """Target shapes must be multiples of this: ``2**level`` for wavelet "compress", else 1."""
-    if cfg.reduce == "wavelet" and cfg.mode == "compress":
-        return wavelet.shape_multiple_for(cfg.level)
-    return 1
-
-
-def _round_up(shape: tuple[int, int, int], multiple: int) -> tuple[int, int, int]:
-    out = tuple(-(-int(n) // multiple) * multiple for n in shape)
-    return out[0], out[1], out[2]
+    """Target shapes must be multiples of this (``2**level`` for wavelet "compress", else 1)."""
+    return reductions.for_config(cfg).shape_multiple(cfg)
 
 
 def reduced_shape(
     shape: tuple[int, ...], affine: np.ndarray, cfg: PreprocessConfig
 ) -> tuple[int, int, int]:
-    """The spatial shape ``prepare_case`` produces before crop/pad, from a header alone.
+    """The spatial shape ``prepare_case`` produces, from a header alone.
 
-    Takes the *original* affine because reorientation permutes axes (the runner plans a
-    dataset's target shape from headers, e.g. the median of these).
+    Takes the *original* affine because reorientation permutes axes (the header survey
+    estimates each case's memory from it).
 
     Args:
         shape: the array shape as read, ``(i, j, k[, c])``.
@@ -92,17 +84,7 @@ def reduced_shape(
         real shape is smaller and only known after reading).
     """
     dims, new_affine = reoriented_geometry(tuple(shape), affine, cfg.orientation)
-    if cfg.reduce == "downsample":
-        return downsample.downsampled_shape(dims, cfg.factor)
-    if cfg.reduce == "resample":
-        return resample.resample_grid(dims, new_affine, cfg.spacing, cfg.target_shape)[0]
-    if cfg.reduce == "wavelet":
-        step = wavelet.shape_multiple_for(cfg.level)
-        if cfg.mode == "compress":
-            return dims
-        padded = _round_up(dims, step)
-        return padded[0] // step, padded[1] // step, padded[2] // step
-    return dims
+    return reductions.for_config(cfg).output_shape(dims, new_affine, cfg)
 
 
 def plan_target_shape(shapes: Sequence[Sequence[int]], cfg: PreprocessConfig) -> tuple[int, int, int]:
@@ -127,72 +109,6 @@ def _mask_dtype(mask: np.ndarray, source: str) -> np.dtype:
     if lo >= -32768 and hi <= 32767:
         return np.dtype(np.int16)
     raise LabelError(source, f"label values {lo}..{hi} do not fit int16")
-
-
-def _shifted_blocks(mask: np.ndarray, start: tuple[int, int, int]) -> np.ndarray:
-    """``mask`` re-indexed so block 0 starts at input voxel ``start`` (edges clamped)."""
-    index = [np.clip(np.arange(n) + s, 0, n - 1) for n, s in zip(mask.shape, start, strict=True)]
-    return mask[np.ix_(*index)]
-
-
-def _clip_to_range(out: np.ndarray, image: np.ndarray) -> np.ndarray:
-    """Clips each channel of a reduced image to its input's range, in place.
-
-    Filters with negative lobes (wavelets, cubic splines) ring at sharp edges: a T1 whose
-    background is 0 comes out with voxels down to -64 next to the skull. Values no input
-    voxel had are artefacts, and they would drag the background floor (hence the
-    foreground and the z-score) down; block means and linear interpolation never leave
-    the input's range, so after this no reduction does.
-    """
-    for c in range(out.shape[-1]):
-        channel = image[..., c]
-        np.clip(out[..., c], np.float32(channel.min()), np.float32(channel.max()), out=out[..., c])
-    return out
-
-
-def _reduce(
-    image: np.ndarray, mask: np.ndarray | None, affine: np.ndarray, cfg: PreprocessConfig, notes: list[str]
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Applies ``cfg.reduce`` to reoriented views; returns C-contiguous float32 and mask."""
-    if cfg.reduce == "downsample":
-        eff = downsample.effective_factors(image.shape, cfg.factor)
-        if eff != cfg.factor:
-            notes.append(f"downsample factor {cfg.factor} reduced to {eff} on short axes")
-        out = downsample.block_mean(image, eff)
-        small = downsample.block_majority(mask, eff) if mask is not None else None
-        return out, small, downsample.block_affine(affine, eff)
-    if cfg.reduce == "resample":
-        out_shape, zoom, offset = resample.resample_grid(image.shape, affine, cfg.spacing, cfg.target_shape)
-        out = resample.resample_image(image, out_shape, zoom, offset, cfg.interpolation)
-        if cfg.interpolation == "cubic":
-            _clip_to_range(out, image)
-        small = resample.resample_labels(mask, out_shape, zoom, offset) if mask is not None else None
-        return out, small, resample.grid_affine(affine, zoom, offset)
-    if cfg.reduce == "wavelet" and cfg.mode == "approx":
-        step = wavelet.shape_multiple_for(cfg.level)
-        padded, pad = wavelet.pad_to_multiple(image, step, mode="edge")
-        if any(after for _, after in pad):
-            notes.append(f"padded by {[p[1] for p in pad]} voxels (edge values) to multiples of {step}")
-        out = _clip_to_range(wavelet.approximation(padded, cfg.wavelet, cfg.level), image)
-        phase = wavelet.approx_phase(cfg.wavelet, cfg.level)
-        grid = np.eye(4)
-        for axis in range(3):
-            grid[axis, axis] = step
-            grid[axis, 3] = phase
-        small = None
-        if mask is not None:
-            # Label blocks start where the wavelet's equivalent filter is centred, to
-            # within half a voxel of the fine grid.
-            start = round(phase - (step - 1) / 2)
-            padded_mask, _ = wavelet.pad_to_multiple(mask, step, mode="constant")
-            shifted = _shifted_blocks(padded_mask, (start, start, start)) if start else padded_mask
-            small = downsample.block_majority(shifted, (step, step, step))
-            notes.append(f"labels: majority over blocks starting at voxel {start}, wavelet centre {phase:.3f}")
-        return out, small, np.asarray(affine, dtype=np.float64) @ grid
-    # "none", and wavelet "compress" (full resolution here; encoded when shards are written)
-    out = np.ascontiguousarray(image, dtype=np.float32)
-    small = np.ascontiguousarray(mask) if mask is not None else None
-    return out, small, np.asarray(affine, dtype=np.float64)
 
 
 def prepare_case(
@@ -240,29 +156,18 @@ def prepare_case(
         raise ValueError(f"target shape {tuple(target_shape)} must be a multiple of {multiple} for wavelet level {cfg.level}")
 
     notes: list[str] = []
+    reduction = reductions.for_config(cfg)
     scan = Grid(image.shape[:3], affine)
     view, grid = reorient(image, affine, cfg.orientation)
     mask_view = reorient(mask, affine, cfg.orientation)[0] if mask is not None else None
     shape_before = tuple(int(n) for n in view.shape[:3])
     source_grid = Grid((shape_before[0], shape_before[1], shape_before[2]), grid)
-    lossy = cfg.reduce in ("downsample", "resample") or (cfg.reduce == "wavelet")
-    fid: dict[str, Any] | None = None
 
-    out, small, out_affine = _reduce(view, mask_view, grid, cfg, notes)
+    out, small, out_affine = reduction.apply(view, mask_view, grid, cfg, notes)
     reduced = tuple(int(n) for n in out.shape[:3])
-    if fidelity_figures and lossy and not (cfg.reduce == "wavelet" and cfg.mode == "compress"):
-        reference = np.asarray(view, dtype=np.float32)
-        back = resample.upsample_to(out, out_affine, shape_before, grid)  # type: ignore[arg-type]
-        stored = math.prod(reduced) * out.shape[3] * np.dtype(cfg.dtype).itemsize
-        fid = {
-            "psnr": fidelity.psnr(reference, back),
-            "ssim": fidelity.central_ssim(reference, back),
-            "ssim_region": "central 64^3 block",
-            "ratio": fidelity.storage_ratio(math.prod(shape_before) * out.shape[3], stored),
-            "against": "unreduced reoriented volume; reduced volume upsampled back linearly",
-        }
-    if fidelity_figures and cfg.reduce == "wavelet" and cfg.mode == "compress":
-        fid = _compress_fidelity(out, cfg)
+    fid = None
+    if fidelity_figures:
+        fid = reduction.fidelity(np.asarray(view, dtype=np.float32), grid, out, out_affine, cfg)
 
     out_grid = Grid((reduced[0], reduced[1], reduced[2]), out_affine)
     anchor = source_grid.centre()
@@ -288,7 +193,7 @@ def prepare_case(
         small = np.ascontiguousarray(small, dtype=_mask_dtype(small, source))
     meta: dict[str, Any] = {
         "orientation": cfg.orientation,
-        "reduce": cfg.reduce if cfg.reduce != "wavelet" else f"wavelet-{cfg.mode}",
+        "reduce": cfg.reduce if cfg.reduce != "wavelet" else f"wavelet-{cfg.mode}",  # for people
         "shape_before": list(shape_before),
         "spacing_before": list(voxel_spacing(grid)),
         "reduced_shape": list(reduced),
@@ -333,19 +238,3 @@ def window_case(
     out = win.apply(image, np.asarray(fill, dtype=np.float32))
     small = win.apply(mask, 0) if mask is not None else None
     return out, small, win.grid(grid)
-
-
-def _compress_fidelity(out: np.ndarray, cfg: PreprocessConfig) -> dict[str, Any]:
-    """PSNR/SSIM of wavelet "compress" on the stored volume (edge-padded to the multiple)."""
-    padded, _ = wavelet.pad_to_multiple(out, shape_multiple(cfg), mode="edge")
-    padded = np.ascontiguousarray(padded, dtype=np.float32)
-    spec = wavelet.layout(padded.shape, cfg.wavelet, cfg.level, cfg.keep, values=cfg.wavelet_values)  # type: ignore[arg-type]
-    encoded = wavelet.encode(padded, cfg.wavelet, cfg.level, cfg.keep, values=cfg.wavelet_values)
-    decoded = wavelet.decode(encoded, spec)
-    return {
-        "psnr": fidelity.psnr(padded, decoded),
-        "ssim": fidelity.central_ssim(padded, decoded),
-        "ssim_region": "central 64^3 block",
-        "ratio": fidelity.storage_ratio(padded.size, spec["nbytes"]),
-        "against": "stored full-resolution volume; decoded record",
-    }
