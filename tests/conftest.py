@@ -61,6 +61,39 @@ def hold_env(case_id: str, folder: Path, base: dict[str, str] | None = None) -> 
     return env
 
 
+def package_with_unit(root: Path, module: str, source: str, registry: str, last_line: str) -> tuple[Path, list[str], list[str]]:
+    """A copy of the volprep package under ``root`` with one unit added the documented way.
+
+    Writes ``source`` as the new module ``module`` (a path in the package, e.g.
+    ``"reductions/stride.py"``) and adds its dotted name after ``last_line`` (the registry's
+    current last entry) in the table of ``registry`` (e.g. ``"reductions/__init__.py"``).
+
+    Returns:
+        ``(package copy, the registry's changed lines as a unified diff, every file that
+        differs from the installed package)``: what a test counts.
+    """
+    import difflib
+    import shutil
+
+    import volprep
+
+    package = Path(volprep.__file__).parent
+    copy = root / "volprep"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / module).write_text(source)
+    table = copy / registry
+    text = table.read_text()
+    dotted = "volprep." + module.removesuffix(".py").replace("/", ".")
+    edited = text.replace(f'    "{last_line}",\n)', f'    "{last_line}",\n    "{dotted}",\n)', 1)
+    table.write_text(edited)
+    diff = [line for line in difflib.unified_diff(text.splitlines(), edited.splitlines(), lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    changed = [p.relative_to(root).as_posix() for p in sorted(copy.rglob("*"))
+               if p.is_file() and (not (package / p.relative_to(copy)).exists()
+                                   or (package / p.relative_to(copy)).read_bytes() != p.read_bytes())]
+    return copy, diff, changed
+
+
 def outputs(out: Path) -> dict[str, bytes]:
     """What must be byte-identical between runs: the manifest and every shard it names.
 

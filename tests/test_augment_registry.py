@@ -12,9 +12,7 @@ and TF) and that both executors render the new op alike.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
-import shutil
 import subprocess
 import sys
 import types
@@ -24,8 +22,8 @@ import numpy as np
 import pytest
 import scipy.ndimage
 import tensorflow as tf
+from conftest import package_with_unit
 
-import volprep
 from volprep.augment import numpy_ops, registry, tf_ops
 from volprep.augment.ops.base import Op
 from volprep.augment.spec import Augment, Params, sample
@@ -212,20 +210,9 @@ def test_adding_an_op_is_one_module_and_one_registry_entry(tmp_path: Path) -> No
     ``OP_MODULES`` (the only edits: counted below), then, in a fresh interpreter, the
     config file accepts ``invert_p``, copies render the inversion, and the existing ops draw
     what they draw here."""
-    package = Path(volprep.__file__).parent
-    copy = tmp_path / "volprep"
-    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    (copy / "augment" / "ops" / "invert.py").write_text(INVERT_SOURCE)
-    reg = copy / "augment" / "registry.py"
-    text = reg.read_text()
-    edited = text.replace('    "volprep.augment.ops.noise",\n)', '    "volprep.augment.ops.noise",\n    "volprep.augment.ops.invert",\n)', 1)
-    reg.write_text(edited)
-    diff = [line for line in difflib.unified_diff(text.splitlines(), edited.splitlines(), lineterm="", n=0)
-            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    copy, diff, changed = package_with_unit(tmp_path, "augment/ops/invert.py", INVERT_SOURCE,
+                                            "augment/registry.py", "volprep.augment.ops.noise")
     assert diff == ['+    "volprep.augment.ops.invert",']  # one line
-    changed = [p.relative_to(tmp_path).as_posix() for p in sorted(copy.rglob("*.py"))
-               if not (package / p.relative_to(copy)).exists()
-               or (package / p.relative_to(copy)).read_bytes() != p.read_bytes()]
     assert changed == ["volprep/augment/ops/invert.py", "volprep/augment/registry.py"]
     script = f"""
 import json, sys

@@ -15,11 +15,9 @@ module from the same source and pass the extended table to the name rules direct
 from __future__ import annotations
 
 import ast
-import difflib
 import gzip
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -29,6 +27,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import package_with_unit
 from io_corpus import AFFINE, phantom, write_metaimage, write_nifti, write_raw
 
 import volprep
@@ -269,20 +268,9 @@ def test_adding_a_format_is_one_module_and_one_registry_entry(tmp_path: Path) ->
     """On a copy of the package: write io/toy.py and add its module to formats.py's
     ``FORMAT_MODULES`` (the only edit: counted below); then, in a fresh interpreter, discovery and the
     readers know .toy files, and the formats already there still work beside them."""
-    package = Path(volprep.__file__).parent
-    copy = tmp_path / "pkg" / "volprep"
-    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    (copy / "io" / "toy.py").write_text(TOY_SOURCE)
-    registry = copy / "io" / "formats.py"
-    text = registry.read_text()
-    edited = text.replace('    "volprep.io.raw",\n)', '    "volprep.io.raw",\n    "volprep.io.toy",\n)', 1)
-    registry.write_text(edited)
-    diff = [line for line in difflib.unified_diff(text.splitlines(), edited.splitlines(), lineterm="", n=0)
-            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    copy, diff, changed = package_with_unit(tmp_path / "pkg", "io/toy.py", TOY_SOURCE, "io/formats.py",
+                                            "volprep.io.raw")
     assert diff == ['+    "volprep.io.toy",']  # one line
-    changed = [p.relative_to(copy.parent).as_posix() for p in sorted(copy.rglob("*"))
-               if p.is_file() and (not (package / p.relative_to(copy)).exists()
-                                   or (package / p.relative_to(copy)).read_bytes() != p.read_bytes())]
     assert changed == ["volprep/io/formats.py", "volprep/io/toy.py"]
 
     data = tmp_path / "data"

@@ -10,9 +10,7 @@ edits on a copy of the package, counts them, and runs a whole job with the new r
 
 from __future__ import annotations
 
-import difflib
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +18,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import package_with_unit
 
-import volprep
 from volprep import reductions
 from volprep.config import PreprocessConfig
 from volprep.errors import ConfigError
@@ -113,21 +111,9 @@ def test_adding_a_reduction_is_one_module_and_one_registry_line(demo_data: Path,
     """On a copy of the package: write reductions/stride.py and add its module name to
     ``UNIT_MODULES`` (the only edits, counted below); then, in a fresh interpreter, a job
     with ``reduce = "stride"`` runs end to end and its records sit on the stride grid."""
-    package = Path(volprep.__file__).parent
-    copy = tmp_path / "volprep"
-    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    (copy / "reductions" / "stride.py").write_text(STRIDE_SOURCE)
-    registry = copy / "reductions" / "__init__.py"
-    text = registry.read_text()
-    edited = text.replace('    "volprep.reductions.wavelet_compress",\n)',
-                          '    "volprep.reductions.wavelet_compress",\n    "volprep.reductions.stride",\n)', 1)
-    registry.write_text(edited)
-    diff = [line for line in difflib.unified_diff(text.splitlines(), edited.splitlines(), lineterm="", n=0)
-            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    copy, diff, changed = package_with_unit(tmp_path, "reductions/stride.py", STRIDE_SOURCE,
+                                            "reductions/__init__.py", "volprep.reductions.wavelet_compress")
     assert diff == ['+    "volprep.reductions.stride",']  # one line
-    changed = [p.relative_to(tmp_path).as_posix() for p in sorted(copy.rglob("*.py"))
-               if not (package / p.relative_to(copy)).exists()
-               or (package / p.relative_to(copy)).read_bytes() != p.read_bytes()]
     assert changed == ["volprep/reductions/__init__.py", "volprep/reductions/stride.py"]
 
     config = tmp_path / "stride.toml"

@@ -16,11 +16,14 @@ from typing import Any
 import numpy as np
 
 from volprep.preprocess import fidelity, wavelet
-from volprep.reductions.base import PreprocessConfig, Reduced
+from volprep.reductions.base import PreprocessConfig
+from volprep.reductions.none import NoReduction
 from volprep.reductions.wavelet_approx import check_wavelet_name
 
 
-class WaveletCompress:
+class WaveletCompress(NoReduction):
+    """The cache side is "none" (inherited); the records side codes the window."""
+
     name = "wavelet"
 
     def matches(self, cfg: PreprocessConfig) -> bool:
@@ -28,16 +31,6 @@ class WaveletCompress:
 
     def check_config(self, cfg: PreprocessConfig) -> None:
         check_wavelet_name(cfg)
-
-    def output_shape(self, shape: tuple[int, int, int], affine: np.ndarray,
-                     cfg: PreprocessConfig) -> tuple[int, int, int]:
-        return shape
-
-    def apply(self, image: np.ndarray, mask: np.ndarray | None, affine: np.ndarray,
-              cfg: PreprocessConfig, notes: list[str]) -> Reduced:
-        out = np.ascontiguousarray(image, dtype=np.float32)
-        small = np.ascontiguousarray(mask) if mask is not None else None
-        return out, small, np.asarray(affine, dtype=np.float64)
 
     def shape_multiple(self, cfg: PreprocessConfig) -> int:
         return wavelet.shape_multiple_for(cfg.level)
