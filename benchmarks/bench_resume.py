@@ -3,7 +3,7 @@
 Writes 40 heads of 256x256x160 int16 (``volprep.demo.write_big_heads``) under /tmp.
 Resume (``--workers 2``, medians of ``--repeats``): a full ``volprep shards`` run into a
 fresh folder, and the rerun of a job SIGKILLed once half the cases are in
-``cache.zarr`` (it reuses those). Scaling: the per-volume time with start-up kept apart,
+``cache`` (it reuses those). Scaling: the per-volume time with start-up kept apart,
 ``(time(2N) - time(N)) / N`` with N = 20, for ``--workers 1`` and ``--workers 2``; their
 ratio is the speed-up. N = 20 > 16 keeps the runner's fidelity sample (16 cases, measured
 at ~6x the cost of a conversion) out of the difference. Prints a table and writes
@@ -49,7 +49,7 @@ def timed_job(data: Path, out: Path, workers: int) -> tuple[float, dict[str, Any
 
 def complete_cases(out: Path) -> int:
     """Cases under their final name in the cache (each is complete by construction)."""
-    root = out / "cache.zarr" / "cases"
+    root = out / "cache" / "cases"
     return sum(1 for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else 0
 
 

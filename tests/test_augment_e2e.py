@@ -63,7 +63,7 @@ def test_replaying_augment_params_reproduces_record_bytes(balanced: Path) -> Non
 
     manifest = json.loads((balanced / "manifest.json").read_text())
     cfg = config_from_dict(manifest["config"])
-    cache = CaseCache(balanced / "cache.zarr")
+    cache = CaseCache(balanced / "cache")
     copies = [r for r in _rows(balanced, "train") if int(r["copy"][0]) > 0][:3]
     assert copies
     for row in copies:

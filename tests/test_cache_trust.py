@@ -1,23 +1,24 @@
 """The cache is never trusted blindly: a damaged entry is recomputed, said so, never used.
 
-Each test damages one cache entry the way a disk, a user or a crash can (a deleted chunk
-reads back as zarr's fill value; flipped bytes; edited metadata; a truncated chunk; a
-garbled header; a missing folder; a file where a folder should be), reruns the job and
-asserts: exit 0, the summary says an entry was recomputed, and the shards and manifest
-are byte-identical to those of the undamaged run (so nothing of the damaged entry
-reached them).
+Each test damages one cache entry the way a disk, a user or a crash can (flipped bytes in
+the image or the mask, a truncated file, edited statistics in the header, a garbled or
+foreign header, a folder where the file should be), reruns the job and asserts: exit 0,
+the summary says an entry was recomputed, and the shards and manifest are byte-identical
+to those of the undamaged run (so nothing of the damaged entry reached them).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import outputs
 
+from volprep.cache import MAGIC
 from volprep.cli import main
 
 CASE = "demo_004"
@@ -35,62 +36,69 @@ def _args(data: Path, out: Path, pipeline: Path) -> list[str]:
             "--quiet", "--no-report"]
 
 
-def _chunk(entry: Path, array: str) -> Path:
-    chunks = [p for p in (entry / array / "c").rglob("*") if p.is_file()]
-    assert chunks, f"no chunk files under {entry / array}"
-    return sorted(chunks)[0]
+def _header(entry: Path) -> tuple[dict, int]:
+    """The entry's JSON header and where its arrays start (read as the format documents it)."""
+    data = entry.read_bytes()
+    assert data[:8] == MAGIC
+    (length,) = struct.unpack("<Q", data[8:16])
+    return json.loads(data[16:16 + length]), 16 + length
 
 
-def _delete_image_chunk(entry: Path) -> None:
-    _chunk(entry, "image").unlink()
+def _flip(entry: Path, array: str) -> None:
+    header, start = _header(entry)
+    spec = header["arrays"][array]
+    data = bytearray(entry.read_bytes())
+    for k in (1, 2):  # two bytes inside the array
+        data[start + spec["offset"] + k * spec["nbytes"] // 3] ^= 0x10
+    entry.write_bytes(bytes(data))
 
 
-def _delete_mask_chunk(entry: Path) -> None:
-    _chunk(entry, "mask").unlink()
+def _flip_image(entry: Path) -> None:
+    _flip(entry, "image")
 
 
-def _flip_two_bytes(entry: Path) -> None:
-    chunk = _chunk(entry, "image")
-    data = bytearray(chunk.read_bytes())
-    for at in (len(data) // 3, 2 * len(data) // 3):
-        data[at] ^= 0x10
-    chunk.write_bytes(bytes(data))
+def _flip_mask(entry: Path) -> None:
+    _flip(entry, "mask")
 
 
-def _truncate_chunk(entry: Path) -> None:
-    chunk = _chunk(entry, "image")
-    chunk.write_bytes(chunk.read_bytes()[: len(chunk.read_bytes()) // 2])
+def _truncate(entry: Path) -> None:
+    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size - 1000])
 
 
 def _edit_stats(entry: Path) -> None:
-    meta_file = entry / "zarr.json"
-    doc = json.loads(meta_file.read_text())
-    doc["attributes"]["meta"]["stats"][0]["fg_mean"] += 1.0
-    meta_file.write_text(json.dumps(doc))
+    header, start = _header(entry)
+    header["meta"]["stats"][0]["fg_mean"] += 1.0
+    text = json.dumps(header, sort_keys=True).encode()
+    text += b" " * (start - 16 - len(text))  # same length: the arrays stay where they were
+    data = bytearray(entry.read_bytes())
+    data[16:start] = text
+    entry.write_bytes(bytes(data))
 
 
 def _garble_header(entry: Path) -> None:
-    (entry / "image" / "zarr.json").write_text("{ not json")
+    data = bytearray(entry.read_bytes())
+    data[20:40] = b"{ not json at all   "
+    entry.write_bytes(bytes(data))
 
 
-def _garble_group(entry: Path) -> None:
-    (entry / "zarr.json").write_bytes(b"\x00\x01garbage")
+def _foreign_file(entry: Path) -> None:
+    entry.write_bytes(b"\x00\x01garbage, not a volprep cache entry")
 
 
-def _file_instead_of_folder(entry: Path) -> None:
-    shutil.rmtree(entry)
-    entry.write_text("not a zarr group")
+def _folder_instead_of_file(entry: Path) -> None:
+    entry.unlink()
+    entry.mkdir()
+    (entry / "zarr.json").write_text("{}")
 
 
 DAMAGE: dict[str, Callable[[Path], None]] = {
-    "deleted image chunk": _delete_image_chunk,
-    "deleted mask chunk": _delete_mask_chunk,
-    "two flipped bytes": _flip_two_bytes,
-    "truncated chunk": _truncate_chunk,
+    "two flipped bytes in the image": _flip_image,
+    "two flipped bytes in the mask": _flip_mask,
+    "truncated file": _truncate,
     "edited statistics": _edit_stats,
-    "garbled array header": _garble_header,
-    "garbled group header": _garble_group,
-    "a file instead of the entry": _file_instead_of_folder,
+    "garbled header": _garble_header,
+    "a foreign file": _foreign_file,
+    "a folder instead of the entry": _folder_instead_of_file,
 }
 
 
@@ -99,7 +107,7 @@ def test_a_damaged_entry_is_recomputed_and_said_so(how: str, reference: Path, de
                                                    pipeline: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     shutil.copytree(reference, out)
-    DAMAGE[how](out / "cache.zarr" / "cases" / CASE)
+    DAMAGE[how](out / "cache" / "cases" / f"{CASE}.vpc")
     capsys.readouterr()
     assert main(_args(demo_data, out, pipeline)) == 0
     printed = capsys.readouterr().out
@@ -116,7 +124,7 @@ def test_a_missing_entry_is_simply_recomputed(reference: Path, demo_data: Path, 
                                               tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     shutil.copytree(reference, out)
-    shutil.rmtree(out / "cache.zarr" / "cases" / CASE)
+    (out / "cache" / "cases" / f"{CASE}.vpc").unlink()
     capsys.readouterr()
     assert main(_args(demo_data, out, pipeline)) == 0
     assert "11 reused from cache" in capsys.readouterr().out

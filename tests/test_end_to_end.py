@@ -65,7 +65,7 @@ def test_job_succeeds_and_writes_the_contract(job: dict) -> None:
             # <split>-<tag>-<index>-of-<count>.tfrecord, the tag 8 hex digits of the split's content
             assert re.fullmatch(rf"{split}-[0-9a-f]{{8}}-{i:05d}-of-{len(info['shards']):05d}\.tfrecord", shard["file"])
             assert (out / shard["file"]).stat().st_size == shard["num_bytes"]
-    assert (out / "plan.json").is_file() and (out / "cache.zarr").is_dir()
+    assert (out / "plan.json").is_file() and (out / "cache").is_dir()
     image = m["features"]["image"]
     assert image["dtype"] == "float16" and image["encoding"] == "raw" and len(image["shape"]) == 4
     assert m["features"]["label"] == {"dtype": "int64", "shape": [], "encoding": "int64"}
@@ -150,7 +150,7 @@ def test_loader_yields_what_preprocessing_produced(job: dict) -> None:
 def test_verify_passes_then_names_a_flipped_shard(job: dict, tmp_path: Path, capsys) -> None:
     assert main(["verify", str(job["out"])]) == 0
     copy = tmp_path / "copy"
-    shutil.copytree(job["out"], copy, ignore=shutil.ignore_patterns("cache.zarr"))
+    shutil.copytree(job["out"], copy, ignore=shutil.ignore_patterns("cache"))
     shard = copy / job["manifest"]["splits"]["train"]["shards"][0]["file"]
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0x01

@@ -94,7 +94,7 @@ def test_case_over_memory_limit_is_refused_before_reading(demo_data: Path, pipel
     assert proc.returncode == 1  # no case fits: nothing published
     assert stderr.count("more than --memory-limit") == DEMO_CASES
     assert not (tmp_path / "out" / "manifest.json").exists()
-    assert not list((tmp_path / "out").glob("cache.zarr/cases/*"))
+    assert not list((tmp_path / "out").glob("cache/cases/*"))
 
 
 def test_memory_limit_that_fits_one_case_at_a_time_converts_all(demo_data: Path, pipeline: Path,
@@ -139,8 +139,8 @@ def _mixed_sizes(root: Path) -> tuple[Path, list[str], list[str]]:
 
 def _completed(out: Path) -> set[str]:
     """Cases whose cache entry is in place (written under a hidden ``.tmp-`` name, renamed when complete)."""
-    cases = out / "cache.zarr" / "cases"
-    return {p.name for p in cases.iterdir() if not p.name.startswith(".")} if cases.is_dir() else set()
+    cases = out / "cache" / "cases"
+    return {p.stem for p in cases.iterdir() if not p.name.startswith(".")} if cases.is_dir() else set()
 
 
 def test_memory_limit_admits_one_large_case_at_a_time(pipeline: Path, tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ def test_cache_file_is_read_when_the_shards_are_gone(shards: Path, tmp_path: Pat
     import volprep
 
     copy = tmp_path / "copy"
-    shutil.copytree(shards, copy, ignore=shutil.ignore_patterns("cache.zarr"))
+    shutil.copytree(shards, copy, ignore=shutil.ignore_patterns("cache"))
     cache = tmp_path / "cache" / "train"
     cache.parent.mkdir()
     ds = volprep.load(copy, batch_size=4, shuffle=False, deterministic=True, cache=str(cache))

@@ -26,7 +26,7 @@ def out(demo_data: Path, pipeline: Path, tmp_path_factory: pytest.TempPathFactor
 
 def _edited(out: Path, tmp_path: Path, edit) -> Path:
     copy = tmp_path / "copy"
-    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("cache.zarr"))
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("cache"))
     manifest = json.loads((copy / "manifest.json").read_text())
     edit(manifest)
     (copy / "manifest.json").write_text(json.dumps(manifest))

@@ -10,9 +10,9 @@ from volprep.errors import DataError
 from volprep.records import (
     decode_example,
     encode_example,
+    frame_parts,
     frame_record,
     iter_records,
-    write_records,
 )
 
 
@@ -59,7 +59,9 @@ def test_tfrecord_framing_read_by_tensorflow(tmp_path) -> None:
     records = [encode_example({"i": k, "b": bytes([k]) * k}) for k in range(5)]
     path = tmp_path / "x.tfrecord"
     with open(path, "wb") as fh:
-        write_records(fh, records)
+        for record in records:
+            fh.writelines(frame_parts(record))
+    assert path.read_bytes() == b"".join(frame_record(r) for r in records)
     read = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
     assert read == records
     assert list(iter_records(path)) == records

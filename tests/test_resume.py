@@ -35,15 +35,16 @@ def reference(demo_data: Path, pipeline: Path, tmp_path_factory: pytest.TempPath
 
 
 def _cached(out: Path) -> dict[str, int]:
-    """Case folders under their final names -> mtime of their metadata; each must be complete."""
-    root = out / "cache.zarr" / "cases"
+    """Case entries under their final names -> their mtime; each must load whole."""
+    from volprep.cache import CaseCache
+
+    root = out / "cache" / "cases"
     found = {}
     for path in sorted(root.iterdir()) if root.is_dir() else []:
         if path.name.startswith("."):
-            continue  # a temporary folder: never read as a case
-        attrs = json.loads((path / "zarr.json").read_text())["attributes"]
-        assert attrs["complete"] is True, f"{path} is under its final name but incomplete"
-        found[path.name] = (path / "zarr.json").stat().st_mtime_ns
+            continue  # a temporary file: never read as a case
+        CaseCache(out / "cache").load(path.stem)  # whole: every checksum holds
+        found[path.stem] = path.stat().st_mtime_ns
     return found
 
 
@@ -83,7 +84,7 @@ def test_kill_during_preprocessing_then_rerun(demo_data: Path, pipeline: Path, r
     assert {k: after[k] for k in done} == done  # ... and not rewritten
     assert len(after) == DEMO_CASES
     assert outputs(out) == outputs(reference)
-    assert not [p for p in (out / "cache.zarr" / "cases").iterdir() if p.name.startswith(".")]
+    assert not [p for p in (out / "cache" / "cases").iterdir() if p.name.startswith(".")]
 
 
 def test_kill_during_shard_writing_then_rerun(demo_data: Path, pipeline: Path, reference: Path,

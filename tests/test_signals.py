@@ -155,7 +155,7 @@ def _interrupt(proc: subprocess.Popen[str], ready: Callable[[], bool], delay: fl
 
 
 def _converting(out: Path) -> Callable[[], bool]:
-    return lambda: (out / "cache.zarr").is_dir()
+    return lambda: (out / "cache").is_dir()
 
 
 def _writing(out: Path) -> Callable[[], bool]:
@@ -238,7 +238,7 @@ def test_sigint_on_a_dask_job_cancels_its_tasks(big_demo: Path, config: Path, tm
     out = tmp_path / "out"
     proc = start_cli(big_demo, out, config, "--scheduler", dask_scheduler)
     deadline = time.monotonic() + 60
-    while not list(out.glob("cache.zarr/cases/*")):  # the cluster is converting
+    while not list(out.glob("cache/cases/*")):  # the cluster is converting
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the job never started converting"
         time.sleep(0.005)

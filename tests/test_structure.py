@@ -24,6 +24,7 @@ LATE_IMPORTS = {
     ("volprep.verify", "volprep.schema_tf"): "TensorFlow, only for the full parse",
     ("volprep.bench", "volprep.loader"): "TensorFlow",
     ("volprep.schema_tf", "volprep.preprocess.wavelet_tf"): "TensorFlow graph code, only for wavelet records",
+    ("volprep.encodings", "volprep.kernels"): "numba kernels: only the converter encodes; readers stay light",
     ("volprep", "*"): "the public API loads on first use: `import volprep` stays light (no TensorFlow)",
     **{(f"volprep.augment.ops.{op}", "volprep.augment.tf_kernels"): "TensorFlow, for the online executor only"
        for op in ("affine", "flip", "fourier_shift", "gamma", "intensity", "rot90", "noise")},

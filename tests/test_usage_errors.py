@@ -57,7 +57,7 @@ def test_an_absurd_target_shape_is_refused_before_any_work(demo_data: Path, tmp_
     assert proc.returncode == 2, proc.stderr
     [line] = lines(proc.stderr)
     assert "target_shape [4096, 4096, 4096]" in line and "more than the" in line and "Traceback" not in line
-    assert not (out / "cache.zarr").exists(), "refused before converting anything"
+    assert not (out / "cache").exists(), "refused before converting anything"
 
 
 def test_a_resample_spacing_that_explodes_the_grid_fails_every_case_clearly(demo_data: Path, tmp_path: Path) -> None:
@@ -91,7 +91,7 @@ def good_out(demo_data: Path, pipeline: Path, tmp_path_factory: pytest.TempPathF
 @pytest.mark.parametrize("command", ["inspect", "verify", "report", "bench"])
 def test_a_manifest_missing_a_key_is_one_line(good_out: Path, tmp_path: Path, missing: str, command: str) -> None:
     copy = tmp_path / "copy"
-    shutil.copytree(good_out, copy, ignore=shutil.ignore_patterns("cache.zarr"))
+    shutil.copytree(good_out, copy, ignore=shutil.ignore_patterns("cache"))
     manifest = json.loads((copy / "manifest.json").read_text())
     del manifest[missing]
     (copy / "manifest.json").write_text(json.dumps(manifest))
@@ -104,7 +104,7 @@ def test_a_manifest_missing_a_key_is_one_line(good_out: Path, tmp_path: Path, mi
 
 def test_verify_while_a_job_holds_the_folder_says_so_instead_of_mismatches(good_out: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
-    shutil.copytree(good_out, copy, ignore=shutil.ignore_patterns("cache.zarr"))
+    shutil.copytree(good_out, copy, ignore=shutil.ignore_patterns("cache"))
     assert verify(copy, parse=False) == []
     shard = copy / json.loads((copy / "manifest.json").read_text())["splits"]["train"]["shards"][0]["file"]
     data = bytearray(shard.read_bytes())

@@ -27,8 +27,8 @@ from volprep.errors import InputError
 from volprep.preprocess import prepare_case
 
 # What decides the cache, besides the inputs and the reduction's own keys: reorientation,
-# the foreground crop and the statistics gathered (everything else about the records --
-# the window, normalisation, dtype, encoding -- is decided when shards are written).
+# the foreground crop and the statistics gathered. The window, normalisation, stored dtype
+# and encoding are decided when shards are written.
 CACHE_PREPROCESS_KEYS = ("orientation", "reduce", "crop_foreground", "p_low", "p_high")
 
 
@@ -68,7 +68,7 @@ def convert_case(case: Case, config: PipelineConfig, cache_dir: str,
     Args:
         case: the case to convert.
         config: the job's config; only :func:`cache_config_key` of it keys the cache.
-        cache_dir: the ``cache.zarr`` folder (a path string: the task must pickle).
+        cache_dir: the ``cache`` folder (a path string: the task must pickle).
         declared_labels: label values the dataset declares, checked in the mask.
         fidelity: also measure what a lossy reduction cost this case (PSNR/SSIM against
             the unreduced volume); the runner asks it of a fixed sample of cases, since

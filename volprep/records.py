@@ -15,7 +15,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import google_crc32c
 import numpy as np
@@ -170,22 +169,16 @@ def masked_crc(data: bytes | memoryview) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
+def frame_parts(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """A TFRecord frame as ``(head, data, tail)``, to write without joining (no copy of a
+    multi-MB record): head = length + masked CRC of the length; tail = masked CRC of data."""
+    length = struct.pack("<Q", len(data))
+    return length + struct.pack("<I", masked_crc(length)), data, struct.pack("<I", masked_crc(data))
+
+
 def frame_record(data: bytes) -> bytes:
     """One TFRecord frame: length, masked CRC of the length, data, masked CRC of the data."""
-    length = struct.pack("<Q", len(data))
-    return b"".join(
-        (length, struct.pack("<I", masked_crc(length)), data, struct.pack("<I", masked_crc(data)))
-    )
-
-
-def write_records(fh: BinaryIO, records: Sequence[bytes]) -> int:
-    """Writes framed records to an open binary file; returns the bytes written."""
-    total = 0
-    for record in records:
-        frame = frame_record(record)
-        fh.write(frame)
-        total += len(frame)
-    return total
+    return b"".join(frame_parts(data))
 
 
 def iter_records(path: str | Path, *, check_crc: bool = True) -> Iterator[bytes]:

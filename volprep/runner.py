@@ -22,6 +22,7 @@ import csv
 import dataclasses
 import io as _io
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -140,7 +141,7 @@ class _Job:
         self.notes: list[str] = []  # about the content: they go into the manifest
         self.events: list[str] = []  # about this run on this OUT (reuse, clean-up): summary only
         self.warnings: list[str] = []
-        self.cache_dir = out_dir / "cache.zarr"
+        self.cache_dir = out_dir / "cache"
 
     def fail(self, failure: Failure, progress: Progress | None = None) -> None:
         self.failures.append(failure)
@@ -231,6 +232,10 @@ class _Job:
     def convert(self, dataset: Dataset, cases: list[Case], weights: list[int]) -> list[CaseResult]:
         self.cache_dir.mkdir(exist_ok=True)
         CaseCache(self.cache_dir).sweep()  # half-written cases of a killed run (we hold the lock)
+        old = self.out_dir / "cache.zarr"  # the first release's cache: another format
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+            self.events.append("removed the cache of an earlier volprep (cache.zarr): every case converted afresh")
         declared = tuple(sorted(dataset.label_names)) if dataset.label_names else None
         # Fidelity (PSNR/SSIM of a lossy reduction) on a fixed, seed-independent sample.
         sample_keys = set(sorted(order_key(0, c.case_id) for c in cases)[:self.config.job.fidelity_sample])

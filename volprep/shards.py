@@ -32,14 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from volprep import reductions
+from volprep import kernels, reductions
 from volprep.augment import numpy_ops
 from volprep.augment.spec import Params
 from volprep.cache import CacheDamaged, CaseCache
 from volprep.errors import UsageError
 from volprep.geometry import Grid
 from volprep.preprocess import dataset_statistics, normalize, window_case
-from volprep.records import frame_record
+from volprep.preprocess.intensity import normalization_params
+from volprep.records import frame_parts
 from volprep.schema import Schema
 from volprep.seeds import order_key
 
@@ -221,11 +222,18 @@ def render_record(spec: RecordSpec, ref: RecordRef, cached: Any, schema: Schema 
     """
     schema = schema if schema is not None else spec.schema()
     grid = Grid.from_dict(cached.meta["grid"])
+    stats = cached.meta["stats"]
     image, mask, window_grid = window_case(cached.image, cached.mask, grid, cached.meta["anchor"],
-                                           spec.target_shape, [st["floor"] for st in cached.meta["stats"]])
-    image = normalize(image, cached.meta["stats"], spec.preprocess, _stats_list(spec.dataset_stats))
-    if ref.copy and ref.params:  # no params: an identity augmentation
-        image, mask = numpy_ops.apply(Params.from_json(ref.params), image, mask)
+                                           spec.target_shape, [st["floor"] for st in stats])
+    dataset_stats = _stats_list(spec.dataset_stats)
+    augmented = bool(ref.copy and ref.params)  # no params: an identity augmentation
+    if not augmented and spec.image_dtype == "float16" and spec.image_encoding == "raw":
+        # the common case in one compiled pass, bit for bit what normalize + astype give
+        image = kernels.normalize16(image, *normalization_params(stats, spec.preprocess, dataset_stats))
+    else:
+        image = normalize(image, stats, spec.preprocess, dataset_stats)
+        if augmented:
+            image, mask = numpy_ops.apply(Params.from_json(ref.params), image, mask)
     values: dict[str, Any] = {
         "case_id": ref.case_id,
         "copy": ref.copy,
@@ -264,10 +272,10 @@ def write_shard(task: ShardTask) -> ShardInfo | ShardFailed:
         with open(tmp, "wb") as fh:
             for ref in task.records:
                 record, class_id = render_record(task.spec, ref, cache.load(ref.case_id), schema)
-                frame = frame_record(record)
-                fh.write(frame)
-                digest.update(frame)
-                size += len(frame)
+                for part in frame_parts(record):
+                    fh.write(part)
+                    digest.update(part)
+                    size += len(part)
                 if class_id is not None:
                     counts[class_id] = counts.get(class_id, 0) + 1
             fh.flush()

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from volprep import kernels
 from volprep.config import PreprocessConfig
 
 FOREGROUND_FRACTION = 0.05
@@ -68,6 +69,10 @@ def foreground_mask(channel: np.ndarray) -> np.ndarray:
 def channel_stats(image: np.ndarray, p_low: float, p_high: float) -> list[dict[str, Any]]:
     """Statistics of each channel of a ``[D, H, W, C]`` image, JSON-able.
 
+    One compiled pass a channel (:func:`volprep.kernels.moments`) after the background
+    floor: means and deviations use every voxel (float64 sums); percentiles use the
+    subsample of large volumes (see ``PERCENTILE_SUBSAMPLE_ABOVE``).
+
     Args:
         image: the preprocessed (not normalised) image.
         p_low: lower percentile (0-100), taken over the foreground.
@@ -83,20 +88,20 @@ def channel_stats(image: np.ndarray, p_low: float, p_high: float) -> list[dict[s
         channel = np.asarray(image[..., c], dtype=np.float32)
         floor, p99 = background_floor(channel)
         threshold = floor + FOREGROUND_FRACTION * (p99 - floor)
-        fg_values = channel[channel > threshold]
-        ref = fg_values if fg_values.size else channel.ravel()
+        m = kernels.moments(channel, pivot=(floor + p99) / 2, threshold=threshold)
+        fg_n = int(m["fg_n"])
         sample = _percentile_sample(channel)
         sample_fg = sample[sample > threshold]
-        lo, hi = np.percentile(sample_fg if sample_fg.size else ref, [p_low, p_high])
+        lo, hi = np.percentile(sample_fg if sample_fg.size else sample, [p_low, p_high])
         stats.append({
-            "n": int(channel.size),
-            "mean": float(channel.mean(dtype=np.float64)),
-            "std": float(channel.std(dtype=np.float64)),
-            "min": float(channel.min()),
-            "max": float(channel.max()),
-            "fg_mean": float(ref.mean(dtype=np.float64)),
-            "fg_std": float(ref.std(dtype=np.float64)),
-            "fg_fraction": float(fg_values.size / channel.size),
+            "n": int(m["n"]),
+            "mean": float(m["mean"]),
+            "std": float(m["std"]),
+            "min": float(m["min"]),
+            "max": float(m["max"]),
+            "fg_mean": float(m["fg_mean"] if fg_n else m["mean"]),
+            "fg_std": float(m["fg_std"] if fg_n else m["std"]),
+            "fg_fraction": float(fg_n / channel.size),
             "floor": floor,
             "p_low": float(lo),
             "p_high": float(hi),
@@ -157,6 +162,42 @@ def _spread(value: float) -> float:
     return value if value > _EPS else 1.0
 
 
+def normalization_params(
+    stats: list[dict[str, Any]], cfg: PreprocessConfig, dataset_stats: list[dict[str, Any]] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every normaliser as ``(clip(x, lo, hi) - sub) / div`` per channel: ``(lo, hi, sub, div)``.
+
+    float32 ``[C]`` each (``lo``/``hi`` are -inf/inf where nothing is clipped), from the
+    per-case statistics (``Prepared.meta["stats"]``) or pooled ``dataset_stats``.
+
+    Raises:
+        ValueError: an unknown normaliser (config validation makes it unreachable).
+    """
+    use = dataset_stats if dataset_stats is not None else stats
+    lo, hi, sub, div = [], [], [], []
+    inf = float("inf")
+    for st in use:
+        if cfg.normalize == "zscore":
+            mean, std = (st["fg_mean"], st["fg_std"]) if cfg.zscore_over == "foreground" else (st["mean"], st["std"])
+            row = (-inf, inf, mean, _spread(std))
+        elif cfg.normalize == "percentile":
+            p_lo, p_hi = st["p_low"], st["p_high"]
+            if cfg.percentile_scale == "unit":
+                row = (p_lo, p_hi, p_lo, _spread(p_hi - p_lo))
+            else:
+                row = (p_lo, p_hi, st["fg_mean"], _spread(st["fg_std"]))
+        elif cfg.normalize == "ct":
+            w_lo, w_hi = cfg.ct_window
+            row = (w_lo, w_hi, w_lo, w_hi - w_lo)
+        elif cfg.normalize == "none":
+            row = (-inf, inf, 0.0, 1.0)
+        else:
+            raise ValueError(f"unknown normaliser {cfg.normalize!r}")
+        for values, v in zip((lo, hi, sub, div), row, strict=True):
+            values.append(v)
+    return tuple(np.asarray(v, dtype=np.float32) for v in (lo, hi, sub, div))  # type: ignore[return-value]
+
+
 def normalize(
     image: np.ndarray,
     stats: list[dict[str, Any]],
@@ -166,14 +207,15 @@ def normalize(
     """Normalises a ``[D, H, W, C]`` image per channel as ``cfg.normalize`` says.
 
     Args:
-        image: the prepared image (``Prepared.image``).
+        image: the prepared image (``Prepared.image``), any float dtype.
         stats: its per-channel statistics (``Prepared.meta["stats"]``).
         cfg: the preprocess config (``normalize``, ``zscore_over``, ``percentile_scale``,
             ``ct_window``).
         dataset_stats: pooled statistics that replace ``stats`` when given.
 
     Returns:
-        float32 array of ``image``'s shape, finite wherever ``image`` is.
+        float32 array of ``image``'s shape, finite wherever ``image`` is:
+        ``(clip(x, lo, hi) - sub) / div`` in float32 (:func:`normalization_params`).
 
     Raises:
         ValueError: the statistics do not match the image's channels.
@@ -181,27 +223,8 @@ def normalize(
     use = dataset_stats if dataset_stats is not None else stats
     if len(use) != image.shape[-1]:
         raise ValueError(f"{len(use)} channel statistics for an image with {image.shape[-1]} channels")
-    out = np.empty(image.shape, dtype=np.float32)
-    for c, st in enumerate(use):
-        x = np.asarray(image[..., c], dtype=np.float32)
-        if cfg.normalize == "zscore":
-            if cfg.zscore_over == "foreground":
-                mean, std = st["fg_mean"], st["fg_std"]
-            else:
-                mean, std = st["mean"], st["std"]
-            out[..., c] = (x - np.float32(mean)) / np.float32(_spread(std))
-        elif cfg.normalize == "percentile":
-            lo, hi = st["p_low"], st["p_high"]
-            clipped = np.clip(x, np.float32(lo), np.float32(hi))
-            if cfg.percentile_scale == "unit":
-                out[..., c] = (clipped - np.float32(lo)) / np.float32(_spread(hi - lo))
-            else:
-                out[..., c] = (clipped - np.float32(st["fg_mean"])) / np.float32(_spread(st["fg_std"]))
-        elif cfg.normalize == "ct":
-            lo, hi = cfg.ct_window
-            out[..., c] = (np.clip(x, np.float32(lo), np.float32(hi)) - np.float32(lo)) / np.float32(hi - lo)
-        elif cfg.normalize == "none":
-            out[..., c] = x
-        else:  # config validation makes this unreachable
-            raise ValueError(f"unknown normaliser {cfg.normalize!r}")
-    return out
+    lo, hi, sub, div = normalization_params(stats, cfg, dataset_stats)
+    out = np.asarray(image, dtype=np.float32)
+    if np.isfinite(lo).any() or np.isfinite(hi).any():
+        out = np.clip(out, lo, hi)
+    return (out - sub) / div
