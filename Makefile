@@ -30,9 +30,13 @@ else
 	  status=$$?; [ $$status -eq 0 ] || [ $$status -eq 3 ] || exit $$status
 endif
 
-# The real-anatomy test corpus (tests/realdata.py), cached in .testdata/.
+# The real-anatomy test corpus (tests/realdata.py), cached in .testdata/; and dcm2niix, the
+# DICOM tests' independent converter (Debian package; installed when run as root).
 testdata: $(STAMP)
 	$(BIN)/python tests/realdata.py
+	command -v dcm2niix >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y -q dcm2niix || (apt-get update -q && apt-get install -y -q dcm2niix)); } || \
+	  echo "dcm2niix not installed: the DICOM tests will fail (apt-get install dcm2niix)" >&2
 
 test: $(STAMP) testdata
 	$(BIN)/python -m pytest -q

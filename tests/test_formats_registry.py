@@ -198,7 +198,7 @@ def test_the_catch_all_error_lists_every_format(tmp_path: Path) -> None:
     with pytest.raises(HeaderError) as info:
         read_volume(junk, CFG)
     assert str(info.value) == (f"{junk}: not a volume volprep reads: no NIfTI/Analyze or MetaImage "
-                               "header and no .raw + .json sidecar (file starts with b'hello wo')")
+                               "or NRRD or DICOM header and no .raw + .json sidecar (file starts with b'hello wo')")
 
 
 def test_a_pair_image_is_read_through_its_header_whatever_its_content(tmp_path: Path) -> None:
@@ -220,14 +220,16 @@ def test_no_module_outside_the_formats_names_a_format_suffix() -> None:
     """One home: a format's suffixes appear as strings only in its own module (docstrings aside).
 
     ``.json`` is also the suffix of dataset.json and of every file volprep writes, so it is not
-    looked for; demo.py names the NIfTI files it writes (a writer's choice, not a rule).
+    looked for. Writers name the files they write (a writer's choice, not a reading rule):
+    demo.py its NIfTI volumes, inference/outputs.py the NIfTI predictions it saves.
     """
+    writers = {"demo.py", "inference/outputs.py"}
     owners = {Path(f.__file__).name for f in FORMATS} | {"formats.py", "protocol.py"}
     wanted = sorted({*volume_suffixes(), *(c.suffix for c in companions())} - {".json"})
     package = Path(volprep.__file__).parent
     found = []
     for path in sorted(package.rglob("*.py")):
-        if path.name in owners and path.parent.name == "io" or path.relative_to(package).as_posix() == "demo.py":
+        if path.name in owners and path.parent.name == "io" or path.relative_to(package).as_posix() in writers:
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         docstrings = {id(node.body[0].value) for node in ast.walk(tree)
@@ -323,4 +325,4 @@ print(json.dumps(found))
     assert found["b"] == [list(SHAPE), [2.0, 3.0, 4.0], "float32"]
     for name in ("a", "b"):
         np.testing.assert_array_equal(np.load(out / f"{name}.npy"), arrays[name])
-    assert "no NIfTI/Analyze or MetaImage or TOY header and no .raw + .json sidecar" in found["junk"]
+    assert "no NIfTI/Analyze or MetaImage or NRRD or DICOM or TOY header and no .raw + .json sidecar" in found["junk"]

@@ -6,7 +6,9 @@ file), then applies the finishing checks that hold for every layout: case ids un
 usable, class labels consistent and numbered 0..N-1 (or declared), every case of a
 classification dataset labelled (or excluded on request), and every listed file a regular
 file. It looks only at names, file types and the dataset's own text files, never at volume
-contents (the readers in :mod:`volprep.io` do that), and never opens a FIFO or device.
+contents (the readers in :mod:`volprep.io` do that), and never opens a FIFO or device; the
+one exception is a format that reads folders (a DICOM series), which looks at the first
+bytes, or the series tags, of a folder's regular files to say which cases it holds.
 Whole-dataset mistakes (no cases, an unreadable dataset.json or table, duplicate case ids,
 inconsistent class labels) raise :class:`~volprep.errors.DatasetError`; one case that cannot
 be used (a missing file, a FIFO, a dangling link, a path climbing out through ``..``, a
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from volprep.errors import DatasetError
+from volprep.io.formats import folder_formats
 from volprep.layouts import (
     Entry,
     Problem,
@@ -68,7 +71,9 @@ log = logging.getLogger(__name__)
 
 LAYOUTS = ("msd", "imagesTr", "csv", "folder")
 UNLABELLED = ("fail", "skip")  # what discover does with unlabelled cases of a classification dataset
+FOLDER_IDS = ("name", "uid")  # how folder-cases (DICOM series) are named
 _WHY_LABEL = "a classification dataset: every case needs a class label"
+_FOLDERS = "".join(f", {fmt.TITLE} series folders" for fmt in folder_formats())
 
 
 @dataclass(frozen=True)
@@ -297,7 +302,8 @@ def _finish(root: Path, layout: str, origin: Path, entries: list[Entry], problem
                    notes=tuple(notes))
 
 
-def discover(path: str | os.PathLike[str], *, unlabelled: str = "fail") -> Dataset:
+def discover(path: str | os.PathLike[str], *, unlabelled: str = "fail",
+             folder_ids: str = "name") -> Dataset:
     """Finds the cases of a dataset.
 
     Args:
@@ -310,6 +316,10 @@ def discover(path: str | os.PathLike[str], *, unlabelled: str = "fail") -> Datas
         unlabelled: in a classification dataset (some case has a class label), what to do
             with a case that has none: ``"fail"`` refuses it into ``problems``; ``"skip"``
             leaves it out and says so in ``notes``.
+        folder_ids: how cases that are folders (DICOM series) are named: ``"name"`` after
+            the folder (and a series tag when it holds several), ``"uid"`` after the data
+            (a hash of the SeriesInstanceUID), for exports whose folders carry a patient's
+            name (``[read] dicom_case_id``).
 
     Returns:
         The dataset: cases sorted by id, class names, mask label names, the table's columns,
@@ -321,10 +331,13 @@ def discover(path: str | os.PathLike[str], *, unlabelled: str = "fail") -> Datas
             dataset.json or table that cannot be parsed (naming the file and line or key);
             duplicate case ids (naming both sources); class labels mixing ids and names,
             class ids outside 0..N-1 or undeclared (naming the row); no usable case.
-        ValueError: ``unlabelled`` is not one of :data:`UNLABELLED`.
+        ValueError: ``unlabelled`` is not one of :data:`UNLABELLED`, or ``folder_ids`` not
+            one of :data:`FOLDER_IDS`.
     """
     if unlabelled not in UNLABELLED:
         raise ValueError(f"unlabelled must be one of {UNLABELLED}, got {unlabelled!r}")
+    if folder_ids not in FOLDER_IDS:
+        raise ValueError(f"folder_ids must be one of {FOLDER_IDS}, got {folder_ids!r}")
     given = Path(path)
     full = Path(os.path.abspath(given))
     if not os.path.lexists(full):
@@ -349,13 +362,13 @@ def discover(path: str | os.PathLike[str], *, unlabelled: str = "fail") -> Datas
         layout, entries = "msd", msd_entries(full, json_path, meta)
         looked_for = f"entries in {json_path.name} [training]"
     elif (full / "imagesTr").is_dir():
-        layout, looked_for = "imagesTr", f"volumes in imagesTr/: {', '.join(VOLUME_EXTENSIONS)}"
-        entries, problems = images_tr_entries(full, channel_count(meta))
+        layout, looked_for = "imagesTr", f"volumes in imagesTr/: {', '.join(VOLUME_EXTENSIONS)}{_FOLDERS}"
+        entries, problems = images_tr_entries(full, channel_count(meta), folder_ids)
     elif meta is not None:
         raise DatasetError(f"{json_path}: [training] missing, and there is no imagesTr/ folder")
     else:
-        layout, looked_for = "folder", ", ".join(VOLUME_EXTENSIONS)
-        entries, problems = folder_entries(full, table)
+        layout, looked_for = "folder", ", ".join(VOLUME_EXTENSIONS) + _FOLDERS
+        entries, problems = folder_entries(full, table, folder_ids)
         if not entries and not problems:
             nested = sum(1 for p in full.rglob("*") if not p.name.startswith(".") and volume_ext(p.name))
             if nested:

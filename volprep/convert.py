@@ -22,7 +22,7 @@ import numpy as np
 from volprep import io, reductions
 from volprep.cache import CaseCache, Damaged, input_fingerprint
 from volprep.cases import Case
-from volprep.config import PipelineConfig
+from volprep.config import PipelineConfig, PreprocessConfig
 from volprep.errors import InputError
 from volprep.preprocess import prepare_case
 
@@ -30,6 +30,7 @@ from volprep.preprocess import prepare_case
 # the foreground crop and the statistics gathered. The window, normalisation, stored dtype
 # and encoding are decided when shards are written.
 CACHE_PREPROCESS_KEYS = ("orientation", "reduce", "crop_foreground", "p_low", "p_high")
+_WARM_CONFIG = PreprocessConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,9 +57,21 @@ def cache_config_key(config: PipelineConfig) -> str:
     return json.dumps({"read": read, "preprocess": keys}, sort_keys=True, default=list)
 
 
-def case_inputs(case: Case) -> list[Path]:
-    """Every file the case's cache entry depends on."""
-    return [*case.images, *([case.mask] if case.mask is not None else [])]
+def case_inputs(case: Case, cfg: PipelineConfig) -> list[Path]:
+    """Every file the case's cache entry depends on: each volume's own files and companions
+    (a ``.hdr``'s ``.img``, every slice of a DICOM series; see ``io.input_files``)."""
+    files: list[Path] = []
+    for path in [*case.images, *([case.mask] if case.mask is not None else [])]:
+        files.extend(io.input_files(path, cfg.read))
+    return files
+
+
+def warm_up() -> None:
+    """Loads what converting a case needs (the compiled kernels for the usual input
+    dtypes) in a fresh worker, before the first case arrives (see backends.warm_up)."""
+    for dtype in (np.int16, np.uint8, np.float32):
+        volume = np.zeros((4, 4, 4, 1), dtype=dtype, order="F")
+        prepare_case(volume, np.eye(4), None, _WARM_CONFIG, fidelity_figures=False)
 
 
 def convert_case(case: Case, config: PipelineConfig, cache_dir: str,
@@ -81,7 +94,9 @@ def convert_case(case: Case, config: PipelineConfig, cache_dir: str,
     """
     cache = CaseCache(Path(cache_dir))
     try:
-        fingerprint = input_fingerprint(case_inputs(case), cache_config_key(config))
+        fingerprint = input_fingerprint(case_inputs(case, config), cache_config_key(config))
+    except InputError as err:  # a header refused while listing the case's files
+        return CaseResult(case.case_id, ok=False, path=err.path, error=err.problem)
     except OSError as err:
         path = err.filename or (case.images[0] if case.images else "")
         return CaseResult(case.case_id, ok=False, path=str(path), error=err.strerror or str(err))

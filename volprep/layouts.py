@@ -5,7 +5,9 @@ mask paths, the table row it came from) plus the problems found while listing. F
 a Medical Segmentation Decathlon ``dataset.json`` (:func:`msd_entries`), an nnU-Net style
 ``imagesTr``/``labelsTr`` folder (:func:`images_tr_entries`), a CSV/TSV table of cases
 (:func:`table_entries`) and a plain folder of volumes (:func:`folder_entries`, where a labels
-table with an ``image`` column lists cases too). :func:`merge_labels` joins a labels table
+table with an ``image`` column lists cases too). In the folder and ``imagesTr`` layouts, the
+folders that a format reading folders takes (a DICOM series: :func:`volprep.names.folder_cases`)
+are cases beside the volume files. :func:`merge_labels` joins a labels table
 to the entries of the other layouts by case id. Everything named like a volume is listed,
 whatever its file type: deciding whether a file can be read (a FIFO, a dangling link) is the
 finishing check's job in :mod:`volprep.cases`, the same for every layout. Listings are
@@ -24,6 +26,7 @@ from typing import Any
 from volprep.errors import DatasetError
 from volprep.names import (
     CHANNEL,
+    folder_cases,
     id_from_images,
     resolve,
     safe_case_id,
@@ -174,8 +177,10 @@ def channel_count(meta: dict[str, Any] | None) -> int | None:
 # ---------------------------------------------------------------- imagesTr / labelsTr
 
 
-def images_tr_entries(root: Path, declared_channels: int | None) -> tuple[list[Entry], list[Problem]]:
-    """Pairs ``imagesTr/*`` with ``labelsTr/*`` by file name.
+def images_tr_entries(root: Path, declared_channels: int | None,
+                      naming: str = "name") -> tuple[list[Entry], list[Problem]]:
+    """Pairs ``imagesTr/*`` (volume files, and folder-cases such as DICOM series folders)
+    with ``labelsTr/*`` by name.
 
     Files are read as nnU-Net channels (``x_0000``, ``x_0001`` -> case ``x``) when every image
     name carries a ``_NNNN`` suffix and no label is named after a full image name; otherwise
@@ -192,10 +197,12 @@ def images_tr_entries(root: Path, declared_channels: int | None) -> tuple[list[E
             if stem in label_by_stem:
                 raise DatasetError(f"{root}: duplicate case id {stem!r}: labelsTr/{label_by_stem[stem]} and labelsTr/{name}")
             label_by_stem[stem] = name
-    stems = [strip_extension(n) for n in image_names]
+    listed = sorted([(strip_extension(n), n) for n in image_names] + folder_cases(images_dir, own=False, naming=naming),
+                    key=lambda pair: pair[1])
+    stems = [stem for stem, _ in listed]
     channels = bool(stems) and all(CHANNEL.match(s) for s in stems) and not any(s in label_by_stem for s in stems)
     groups: dict[str, dict[int, str]] = collections.defaultdict(dict)
-    for name, stem in zip(image_names, stems, strict=True):
+    for stem, name in listed:
         match = CHANNEL.match(stem)
         base, index = (match.group("base"), int(match.group("index"))) if channels and match else (stem, 0)
         if index in groups[base]:
@@ -254,8 +261,10 @@ def table_entries(table: Table) -> list[Entry]:
     return [_row_entry(table, line, row, table.path.parent) for line, row in table.rows]
 
 
-def folder_entries(root: Path, table: Table | None) -> tuple[list[Entry], list[Problem]]:
-    """The volumes of ``root`` (not recursive), with its labels table merged or listing cases.
+def folder_entries(root: Path, table: Table | None, naming: str = "name") -> tuple[list[Entry], list[Problem]]:
+    """The volumes of ``root`` (not recursive) and its folder-cases (its subfolders, and its
+    own files, that a format reading folders takes), with its labels table merged or
+    listing cases.
 
     A labels table with an ``image`` column lists cases, by the rules of a CSV of cases
     (paths relative to the folder, ``..`` and hidden files refused), so its images may sit in
@@ -267,6 +276,8 @@ def folder_entries(root: Path, table: Table | None) -> tuple[list[Entry], list[P
     """
     names, problems = list_volumes(root)
     own = [Entry(source=name, case_id=safe_case_id(strip_extension(name)), images=[root / name]) for name in names]
+    own += [Entry(source=path, case_id=safe_case_id(raw), images=[root / path])
+            for raw, path in folder_cases(root, own=True, naming=naming)]
     if table is None:
         return own, problems
     if "image" not in table.columns:

@@ -12,7 +12,10 @@ companion rules are not listed here: they are the input formats' own, read from 
 table :data:`volprep.io.formats.FORMATS` (see :class:`volprep.io.protocol.Companion` for
 what each rule means); the functions that use it take that table, the registry's by default. Nothing
 here opens a file: a FIFO is recognised from ``stat`` alone, since opening one blocks until
-a writer comes.
+a writer comes. Folders are the exception that formats reading folders make (a DICOM
+series): :func:`folder_cases` and :func:`file_problem` ask those formats
+(:func:`volprep.io.formats.folder_formats`) about a folder, and they may read the first
+bytes of the folder's regular files.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from volprep.io.formats import FORMATS, companions, id_suffixes, volume_suffixes
+from volprep.io.formats import FORMATS, companions, folder_formats, id_suffixes, volume_suffixes
 from volprep.io.protocol import Format
 
 # Files a folder discovery takes as volumes (companions are not listed), in table order.
@@ -151,10 +154,11 @@ def _kind(mode: int) -> str:
     return f"file type {stat.S_IFMT(mode):o}"
 
 
-def file_problem(path: Path) -> str | None:
+def file_problem(path: Path, formats: tuple[Format, ...] = FORMATS) -> str | None:
     """Why ``path`` cannot be read as a volume file, or ``None`` (symlinks are followed).
 
-    Only ``stat`` is called: a FIFO or device is refused without being opened.
+    Only ``stat`` is called: a FIFO or device is refused without being opened. A folder is
+    fine when a format that reads folders claims it (which may read its files' first bytes).
     """
     try:
         mode = os.stat(path).st_mode
@@ -170,6 +174,8 @@ def file_problem(path: Path) -> str | None:
     if stat.S_ISREG(mode):
         return None
     if stat.S_ISDIR(mode):
+        if any(fmt.claims(path, b"") for fmt in folder_formats(formats)):
+            return None
         return "not a file (a folder)"
     return f"not a regular file ({_kind(mode)})"
 
@@ -195,3 +201,29 @@ def companion_problem(path: Path, formats: tuple[Format, ...] = FORMATS) -> tupl
                     return companion, why
                 break
     return None
+
+
+def folder_cases(folder: Path, *, own: bool, naming: str = "name",
+                 formats: tuple[Format, ...] = FORMATS) -> list[tuple[str, str]]:
+    """The folder-cases in ``folder``: ``(raw case id, path relative to folder)``, sorted.
+
+    Each non-hidden subfolder is offered to the formats that read folders (their
+    ``folder_cases``): a subfolder that is one case is listed as itself (id: its name), one
+    holding several as one entry a case (id: ``<name>_<tag>``, path: what the format gave).
+    With ``own``, the folder's own files are offered too (id: the tag, or the folder's name
+    when they are one case). Folders no format claims are not listed. With
+    ``naming="uid"`` the id is the format's tag alone, made from the data (see
+    :class:`volprep.io.protocol.FolderFormat`), whatever the folder is called.
+    """
+    readers = folder_formats(formats)
+    if not readers:
+        return []
+    found: list[tuple[str, str]] = []
+    subfolders = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir())
+    for sub in ([folder] if own else []) + subfolders:
+        for fmt in readers:
+            for tag, path in fmt.folder_cases(sub, naming):
+                base = "" if sub == folder or naming == "uid" else sub.name
+                raw = "_".join(p for p in (base, tag) if p) or folder.name
+                found.append((raw, os.path.relpath(path, folder)))
+    return found

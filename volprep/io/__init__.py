@@ -1,9 +1,10 @@
 """volprep's read stage: volume files in, checked arrays plus geometry out.
 
 Formats: the units listed in :data:`volprep.io.formats.FORMATS` (NIfTI-1/2 and Analyze in
-either byte order, MetaImage, raw volumes with a JSON sidecar), one module each behind the
-:class:`~volprep.io.protocol.Format` protocol, which also tells discovery which file names
-are volumes. The format is sniffed from the content (by name only for files without a
+either byte order, MetaImage, NRRD, DICOM series, raw volumes with a JSON sidecar), one
+module each behind the :class:`~volprep.io.protocol.Format` protocol, which also tells
+discovery which file names are volumes (and, for a format that reads folders, such as a
+DICOM series, which folders are cases). The format is sniffed from the content (by name only for files without a
 signature); gzip is inflated with ``isal``, bounded by what the header claims. Headers are checked before any voxel is read (``HeaderError``), voxels after
 (``DataError``), labels against their image (``LabelError``; read them with
 ``read_label_volume``, which refuses NaN/Inf whatever ``read.non_finite`` says). A file
@@ -18,6 +19,7 @@ from volprep.io.checks import check_label
 from volprep.io.read import (
     WORKING_FLOAT32_COPIES,
     estimate_working_bytes,
+    input_files,
     read_case_images,
     read_header,
     read_label_volume,
@@ -30,6 +32,7 @@ __all__ = [
     "Volume",
     "check_label",
     "estimate_working_bytes",
+    "input_files",
     "read_case_images",
     "read_header",
     "read_label_volume",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -50,6 +50,7 @@ class Header:
     spacing: tuple[float, float, float]
     nbytes: int  # bytes of the array read_volume returns
     notes: tuple[str, ...]  # e.g. "affine from qform (sform unusable)"
+    subgrid: bool = False  # a label that may cover part of its image's grid (a DICOM-SEG)
 
 
 @dataclasses.dataclass
@@ -79,6 +80,14 @@ class Layout:
         affines: candidate ``(name, matrix or None)`` in order of preference; ``None``
             marks a candidate the header declares but that could not be computed.
         notes: what the format module noticed (kept in ``Header.notes``).
+        reader: for a format whose voxels are not one stream in one file (a DICOM series:
+            many files, codecs), what reads them: it returns the ``prod(dims)`` voxels, flat,
+            of dtype ``stored``, in ``order``; scaling and the non-finite policy still apply.
+            The format checked its files' sizes itself; ``offset``, ``compression`` and
+            ``file_offset`` are unused, ``data_path`` is the first file it reads.
+        files: every file of a multi-file volume (a DICOM series), for :meth:`inputs`.
+        subgrid: a label volume that may cover only part of its image's grid (a DICOM-SEG
+            leaves empty frames out); kept in ``Header.subgrid`` for the label check.
     """
 
     path: Path
@@ -94,6 +103,16 @@ class Layout:
     affines: tuple[tuple[str, np.ndarray | None], ...]
     notes: tuple[str, ...] = ()
     file_offset: int = 0
+    reader: Callable[[], np.ndarray] | None = None
+    subgrid: bool = False
+    files: tuple[Path, ...] = ()
+
+    def inputs(self) -> list[Path]:
+        """Every file the voxels depend on: ``files`` (a multi-file volume such as a DICOM
+        series), else the named file and its data file (a pair's ``.img``, a sidecar's
+        ``.raw``, a MetaImage data file). The cache keys a case by these."""
+        found = list(self.files) if self.files else [self.path, self.data_path]
+        return sorted({Path(f) for f in found})
 
 
 def human_bytes(n: int | float) -> str:
@@ -214,7 +233,7 @@ def build_header(layout: Layout, cfg: ReadConfig) -> Header:
             path, f"data offset {layout.offset} is beyond any plausible header "
             f"(at most {human_bytes(min(cfg.max_bytes, MAX_HEADER_BYTES))})",
         )
-    if layout.compression is None:
+    if layout.compression is None and layout.reader is None:
         size = data_info.st_size
         where = "" if layout.data_path == path else f" {layout.data_path.name}"
         if layout.offset >= size:
@@ -234,7 +253,7 @@ def build_header(layout: Layout, cfg: ReadConfig) -> Header:
         notes.append(f"{layout.stored.name} voxels returned as float32")
     return Header(
         path=path, shape=shape, dtype=dtype, affine=affine, spacing=spacing_of(affine),
-        nbytes=nbytes, notes=tuple(notes),
+        nbytes=nbytes, notes=tuple(notes), subgrid=layout.subgrid,
     )
 
 
@@ -272,7 +291,12 @@ def load_voxels(layout: Layout, header: Header, cfg: ReadConfig, *,
     stored = layout.stored
     count = math.prod(header.shape)
     notes = list(header.notes)
-    if layout.compression is None:
+    if layout.reader is not None:
+        flat = layout.reader()
+        if flat.shape != (count,) or flat.dtype != stored:
+            raise AssertionError(f"{layout.path}: a format's reader returned {flat.dtype} "
+                                 f"{flat.shape}, not {stored} ({count},)")
+    elif layout.compression is None:
         flat = np.empty(count, dtype=stored)
         _read_exact(layout.data_path, layout.offset, flat)
     else:

@@ -1,7 +1,9 @@
 """Checks that a label (segmentation) volume fits the image it labels.
 
 This module owns :func:`check_label`: a label volume must lie on its image's grid (same
-spatial shape, affines equal within ``read.affine_tolerance`` mm), hold whole,
+spatial shape, affines equal within ``read.affine_tolerance`` mm; the same grid stored in
+another voxel order, axes permuted or flipped, is reordered to the image's; a DICOM-SEG,
+which may leave empty slices out, may cover part of the grid at a whole-voxel offset), hold whole,
 non-negative values (float storage is accepted when every value is integral), and, when
 the dataset declares its labels, only declared values. It returns the labels as
 ``uint8`` (``int16`` when a value exceeds 255), keeping the file's memory order.
@@ -13,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 import numpy as np
+from nibabel import orientations
 
 from volprep.config import ReadConfig
 from volprep.errors import LabelError
@@ -68,16 +71,19 @@ def check_label(mask: Volume, image: Header, cfg: ReadConfig,
     if data.ndim != 3:
         raise LabelError(path, f"label volume has shape {data.shape}: expected 3D")
     grid = tuple(image.shape[:3])
-    if data.shape != grid:
-        raise LabelError(
-            path, f"label shape {data.shape} differs from image shape {grid} ({image.path.name})"
-        )
     gap = float(np.max(np.abs(np.asarray(mask.header.affine) - np.asarray(image.affine))))
-    if not gap <= cfg.affine_tolerance:
-        raise LabelError(
-            path, f"label affine differs from the image's by {gap:.3g} mm "
-            f"(read.affine_tolerance = {cfg.affine_tolerance:g}; {image.path.name})",
-        )
+    if data.shape != grid or not gap <= cfg.affine_tolerance:
+        placed = _onto_grid(data, mask.header, image, cfg.affine_tolerance)
+        if placed is None and data.shape != grid:
+            raise LabelError(
+                path, f"label shape {data.shape} differs from image shape {grid} ({image.path.name})"
+            )
+        if placed is None:
+            raise LabelError(
+                path, f"label affine differs from the image's by {gap:.3g} mm "
+                f"(read.affine_tolerance = {cfg.affine_tolerance:g}; {image.path.name})",
+            )
+        data = placed
     values, lo, hi = _values(path, data)
     if lo < 0:
         raise LabelError(path, f"label values must be >= 0, found {lo}")
@@ -96,3 +102,32 @@ def check_label(mask: Volume, image: Header, cfg: ReadConfig,
                 f"{sorted(allowed)}",
             )
     return labels
+
+
+def _onto_grid(data: np.ndarray, label: Header, image: Header, tolerance: float) -> np.ndarray | None:
+    """The label voxels in the image's voxel order, or None when they are not on its grid.
+
+    A label stored in another voxel order of the same grid (axes permuted or flipped, as
+    dcm2niix writes a DICOM series) is reordered; a ``subgrid`` label (a DICOM-SEG without
+    its empty frames) lying on the image's grid at a whole-voxel offset is placed there,
+    zero elsewhere. Affines are compared within ``tolerance`` mm, as for a label on the grid.
+    """
+    transform = orientations.ornt_transform(orientations.io_orientation(label.affine),
+                                            orientations.io_orientation(image.affine))
+    moved = orientations.apply_orientation(data, transform)
+    affine = np.asarray(label.affine) @ orientations.inv_ornt_aff(transform, data.shape)
+    target = np.asarray(image.affine, dtype=np.float64)
+    if not np.max(np.abs(affine[:3, :3] - target[:3, :3])) <= tolerance:
+        return None
+    start = np.rint(np.linalg.solve(target[:3, :3], affine[:3, 3] - target[:3, 3])).astype(int)
+    if not np.max(np.abs(target[:3, :3] @ start + target[:3, 3] - affine[:3, 3])) <= tolerance:
+        return None
+    grid = tuple(int(n) for n in image.shape[:3])
+    end = start + np.array(moved.shape)
+    if not label.subgrid:
+        return np.asfortranarray(moved) if not start.any() and moved.shape == grid else None
+    if (start < 0).any() or (end > np.array(grid)).any():
+        return None
+    out = np.zeros(grid, dtype=moved.dtype, order="F")
+    out[start[0]:end[0], start[1]:end[1], start[2]:end[2]] = moved
+    return out

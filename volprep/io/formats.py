@@ -9,6 +9,9 @@ same one-line tables list reductions and augmentation ops). :func:`check_table` 
 module to the protocol when the table is built, and ``tests/test_formats_registry.py`` runs
 every listed format through the same checks. Order matters only where formats overlap: the first format that claims a file by
 name, else the first whose signature matches, reads it; messages list formats in this order.
+A format that reads folders (a DICOM series) declares ``FOLDERS = True`` and a
+``folder_cases`` function (see :class:`~volprep.io.protocol.FolderFormat`); it may list no
+volume suffix. :func:`folder_formats` is how the read stage and discovery find them.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import functools
 import importlib
 from collections.abc import Sequence
 
-from volprep.io.protocol import Companion, Format
+from volprep.io.protocol import Companion, FolderFormat, Format
 
 # One line a format: its module (each module is a format, see volprep.io.protocol.Format).
 FORMAT_MODULES: tuple[str, ...] = (
     "volprep.io.nifti",
     "volprep.io.metaimage",
+    "volprep.io.nrrd",
+    "volprep.io.dicom",
     "volprep.io.raw",
 )
 _MEMBERS = ("NAME", "TITLE", "EXPECTED", "SUFFIXES", "COMPANIONS", "HEAD_BYTES", "GZIP",
@@ -43,8 +48,10 @@ def check_table(formats: Sequence[Format]) -> tuple[Format, ...]:
         if fmt.NAME in names:
             raise ValueError(f"input format {fmt.NAME!r} is listed twice")
         names.add(fmt.NAME)
-        if not fmt.SUFFIXES:
+        if not fmt.SUFFIXES and not reads_folders(fmt):
             raise ValueError(f"input format {fmt.NAME!r} lists no volume suffix")
+        if reads_folders(fmt) and not callable(getattr(fmt, "folder_cases", None)):
+            raise ValueError(f"input format {fmt.NAME!r} reads folders but has no folder_cases")
         for suffix in fmt.SUFFIXES:
             if not suffix.startswith(".") or suffix != suffix.lower() or len(suffix) < 2:
                 raise ValueError(f"input format {fmt.NAME!r}: suffix {suffix!r} is not like '.nii'")
@@ -57,6 +64,11 @@ def check_table(formats: Sequence[Format]) -> tuple[Format, ...]:
                 raise ValueError(f"input format {fmt.NAME!r}: companion {rule.suffix!r} belongs "
                                  f"to {rule.volume!r}, not one of its own volume suffixes")
     return tuple(formats)
+
+
+def reads_folders(fmt: Format) -> bool:
+    """Whether a format reads folders (declares ``FOLDERS = True``; optional, default False)."""
+    return getattr(fmt, "FOLDERS", False) is True
 
 
 def load_formats(names: Sequence[str]) -> list[Format]:
@@ -76,6 +88,12 @@ def load_formats(names: Sequence[str]) -> list[Format]:
 
 
 FORMATS: tuple[Format, ...] = check_table(load_formats(FORMAT_MODULES))
+
+
+@functools.cache
+def folder_formats(formats: tuple[Format, ...] = FORMATS) -> tuple[FolderFormat, ...]:
+    """The formats of the table that read folders, in table order."""
+    return tuple(f for f in formats if reads_folders(f))  # type: ignore[misc]
 
 
 @functools.cache

@@ -18,6 +18,13 @@ iterates the table:
   checked to be a regular file before anything opens it.
 
 All suffixes are lower-case and start with a dot; names are matched case-insensitively.
+
+A format may read *folders* (a DICOM series is many files): it is a :class:`FolderFormat`,
+declaring ``FOLDERS = True`` and ``folder_cases``. The read stage offers a folder to such
+formats' ``claims`` (with ``head = b""``) and the one that claims it builds its Layout;
+discovery asks ``folder_cases`` which cases a folder holds (its own files, not its
+subfolders), in the folder and ``imagesTr`` layouts, and accepts a folder listed by a CSV
+or dataset.json when such a format claims it. Nothing in discovery names a folder format.
 """
 
 from __future__ import annotations
@@ -129,5 +136,30 @@ class Format(Protocol):
 
         Raises:
             HeaderError: anything in the header volprep refuses, naming ``path``.
+        """
+        ...
+
+
+class FolderFormat(Format, Protocol):
+    """A format that reads folders (optional members of a format module; see the module doc).
+
+    ``FOLDERS``: True. ``SUFFIXES`` may be empty (no single file is a case on its own).
+    ``claims(folder, b"")`` says whether a folder is one of this format's; it may open the
+    folder's regular files (never a FIFO) to look at their first bytes.
+    """
+
+    @property
+    def FOLDERS(self) -> bool: ...
+
+    def folder_cases(self, folder: Path, naming: str = "name") -> list[tuple[str, Path]]:
+        """The cases ``folder``'s own files hold, as ``(tag, path)``: ``[]`` for none.
+
+        ``naming="name"``: a tag ``""`` for a folder that is one case (its path the
+        folder), otherwise a short non-identifying tag per case (``"s3"``) and the path
+        the reader takes for it; discovery makes the case id from the folder's name and
+        the tag. ``naming="uid"``: every case's tag is a stable, non-identifying id made
+        from the data itself (not from names, which exports often make from a patient's
+        name), and discovery uses the tag alone. Never raises for what a file holds (a
+        broken file is the reader's to report).
         """
         ...

@@ -36,7 +36,7 @@ from volprep.io.base import (
     human_bytes,
     load_voxels,
 )
-from volprep.io.formats import FORMATS, head_bytes
+from volprep.io.formats import FORMATS, folder_formats, head_bytes
 from volprep.io.paths import require_regular_file
 from volprep.io.protocol import Format
 
@@ -74,6 +74,13 @@ def _guard(path: Path, error: type[InputError], work: Callable[[], T]) -> T:
 
 
 def _layout(path: Path, cfg: ReadConfig) -> Layout:
+    if path.is_dir():  # a format that reads folders (a DICOM series), or none
+        for folder_format in folder_formats(FORMATS):
+            if folder_format.claims(path, b""):
+                return folder_format.layout(path, b"", cfg, False)
+        titles = " or ".join(f.TITLE for f in folder_formats(FORMATS))
+        raise HeaderError(path, "is a folder, not a volume file" + (
+            f" (and holds no {titles} files)" if titles else ""))
     require_regular_file(path)  # before any open: opening a FIFO blocks
     with path.open("rb") as fh:
         head = fh.read(head_bytes(FORMATS))
@@ -113,6 +120,17 @@ def _checked(path: Path, cfg: ReadConfig) -> tuple[Layout, Header]:
         return layout, build_header(layout, cfg)
 
     return _guard(path, HeaderError, work)
+
+
+def input_files(path: Path, cfg: ReadConfig) -> list[Path]:
+    """Every file a volume's voxels come from (for cache keys): the file itself and its
+    companions (a pair's ``.img``, a raw sidecar's data, a MetaImage data file, every
+    slice of a DICOM series). Reads headers only.
+
+    Raises:
+        HeaderError: the header is unreadable or refused (as :func:`read_header`).
+    """
+    return _checked(Path(path), cfg)[0].inputs()
 
 
 def read_header(path: Path, cfg: ReadConfig) -> Header:
