@@ -69,7 +69,7 @@ def test_job_succeeds_and_writes_the_contract(job: dict) -> None:
     image = m["features"]["image"]
     assert image["dtype"] == "float16" and image["encoding"] == "raw" and len(image["shape"]) == 4
     assert m["features"]["label"] == {"dtype": "int64", "shape": [], "encoding": "int64"}
-    assert m["features"]["mask"]["encoding"] == "raw"
+    assert m["features"]["mask"]["encoding"] == "deflate"  # label volumes are deflated by default
     assert m["failures"] == []
 
 

@@ -169,9 +169,9 @@ def normalize16(image: np.ndarray, lo: np.ndarray, hi: np.ndarray, sub: np.ndarr
     params = [np.ascontiguousarray(p, dtype=np.float32) for p in (lo, hi, sub, div)]
     flat = np.ascontiguousarray(image).reshape(-1)
     if flat.dtype == np.float16:
-        _normalize16_from16(flat.view(np.uint16), F16_TABLE, image.shape[-1], *params, dst)
+        _normalize16_from16(flat.view(np.uint16), F16_TABLE, image.shape[-1], *params, dst)  # type: ignore[call-arg]
     else:
-        _normalize16_from32(np.ascontiguousarray(flat, dtype=np.float32), image.shape[-1], *params, dst)
+        _normalize16_from32(np.ascontiguousarray(flat, dtype=np.float32), image.shape[-1], *params, dst)  # type: ignore[call-arg]
     return out
 
 
@@ -217,4 +217,50 @@ def moments(channel: np.ndarray, pivot: float, threshold: float) -> dict[str, fl
         fmean = fs / fn
         out["fg_mean"] = pivot + fmean
         out["fg_std"] = float(np.sqrt(max(fss / fn - fmean * fmean, 0.0)))
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _label_counts(flat: np.ndarray, lut: np.ndarray, counts: np.ndarray) -> None:  # pragma: no cover - compiled
+    for i in range(flat.size):
+        v = flat[i]
+        if 0 <= v < lut.size and lut[v] >= 0:
+            counts[lut[v]] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _pick_ranks(flat: np.ndarray, lut: np.ndarray, ranks: np.ndarray, starts: np.ndarray,
+                ends: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    seen = np.zeros(starts.size, np.int64)
+    at = starts.copy()
+    for i in range(flat.size):
+        v = flat[i]
+        if 0 <= v < lut.size:
+            li = lut[v]
+            if li >= 0:
+                p = at[li]
+                if p < ends[li] and ranks[p] == seen[li]:
+                    out[p] = i
+                    at[li] = p + 1
+                seen[li] += 1
+
+
+def label_counts(flat: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Voxels of each label: ``counts[lut[v]]`` for every value ``v`` of ``flat`` with
+    ``lut[v] >= 0`` (values outside ``lut`` and ``lut[v] < 0`` are not counted); int64."""
+    counts = np.zeros(int(lut.max(initial=-1)) + 1, np.int64)
+    _label_counts(flat, lut, counts)
+    return counts
+
+
+def pick_ranks(flat: np.ndarray, lut: np.ndarray, ranks: np.ndarray, starts: np.ndarray,
+               ends: np.ndarray) -> np.ndarray:
+    """The flat indices of chosen voxels of each label, in one pass.
+
+    Label ``l`` (= ``lut[v]``) wants its voxels of ranks ``ranks[starts[l]:ends[l]]``
+    (sorted; rank r is its (r+1)-th voxel in flat order); returns, at the same positions,
+    their indices into ``flat`` (int64).
+    """
+    out = np.zeros(ranks.size, np.int64)
+    _pick_ranks(flat, lut, ranks.astype(np.int64), starts.astype(np.int64), ends.astype(np.int64), out)
     return out

@@ -25,8 +25,9 @@ import numpy as np
 
 from volprep import __version__
 from volprep.errors import JobError, UsageError
+from volprep.record_spec import RecordSpec
 from volprep.schema import Schema, SchemaError
-from volprep.shards import RecordSpec, ShardInfo, atomic_write_json
+from volprep.shards import ShardInfo, atomic_write_json
 
 FORMAT_VERSION = 2  # 2: shard names carry a content tag; every record has its "affine"
 MANIFEST = "manifest.json"

@@ -46,8 +46,8 @@ class Feature:
 
     @property
     def is_volume(self) -> bool:
-        """A raw 3D label volume (what ``target="mask"`` loads)."""
-        return self.encoding == "raw" and len(self.shape) == 3
+        """A 3D label volume in an exact array encoding (what ``target="mask"`` loads)."""
+        return ENCODINGS[self.encoding].array and len(self.shape) == 3
 
     def encode(self, value: Any) -> Any:
         """The value as it goes into the record (see :mod:`volprep.encodings`)."""
@@ -90,7 +90,7 @@ class Schema(Mapping[str, Feature]):
 
     @property
     def label_volume(self) -> str | None:
-        """The feature holding the label volume (``mask``, or a raw ``label``), if any."""
+        """The feature holding the label volume (``mask``, or a volume ``label``), if any."""
         if "mask" in self.features:
             return "mask"
         label = self.features.get("label")
@@ -126,8 +126,20 @@ class Schema(Mapping[str, Feature]):
     @classmethod
     def for_records(cls, *, target_shape: tuple[int, ...], channels: int, image_dtype: str,
                     image_encoding: str, label_kind: str, mask_dtype: str,
-                    image_layout: Mapping[str, Any] | None = None) -> Schema:
-        """The schema of a job's records (what the converter writes)."""
+                    image_layout: Mapping[str, Any] | None = None, mask_encoding: str = "raw",
+                    mask_layout: Mapping[str, Any] | None = None, locations: int = 0,
+                    location_labels: tuple[int, ...] = ()) -> Schema:
+        """The schema of a job's records (what the converter writes).
+
+        ``image_encoding``/``image_layout`` and ``mask_encoding``/``mask_layout`` are the
+        payload encodings of the image and of the label volume (when the records hold one);
+        a label volume's encoding must be one of the exact array encodings. With
+        ``locations`` > 0 and a label volume, records also carry the class locations of
+        :mod:`volprep.locations` (``locations`` int16 ``[locations, 3]``;
+        ``location_counts`` int32 ``[len(location_labels)]``, its layout naming the label
+        value of each count) and ``fill`` (float32 ``[C]``: the value the image was padded
+        with, a channel), which the loader's patch sampling reads.
+        """
         if label_kind not in LABEL_KINDS:
             raise SchemaError(f"label kind {label_kind!r} is not one of {LABEL_KINDS}")
         shape = tuple(int(n) for n in target_shape)
@@ -138,11 +150,18 @@ class Schema(Mapping[str, Feature]):
             "augment": Feature("augment", "string", (), "bytes"),
             "affine": Feature("affine", "float64", (4, 4), "raw"),
         }
-        mask = Feature("mask", mask_dtype, shape, "raw")
+        mask = Feature("mask", mask_dtype, shape, mask_encoding, mask_layout)
+        if not ENCODINGS[mask.encoding].array:
+            raise SchemaError(f"label volumes need an exact array encoding, not {mask_encoding!r}")
         if label_kind in ("class", "class+mask"):
             features["label"] = Feature("label", "int64", (), "int64")
         if label_kind == "class+mask":
             features["mask"] = mask
         elif label_kind == "mask":
             features["label"] = dataclasses.replace(mask, name="label")
+        if locations > 0 and label_kind in ("mask", "class+mask"):
+            features["locations"] = Feature("locations", "int16", (int(locations), 3), "raw")
+            features["location_counts"] = Feature("location_counts", "int32", (len(location_labels),), "raw",
+                                                  {"labels": [int(v) for v in location_labels]})
+            features["fill"] = Feature("fill", "float32", (channels,), "raw")
         return cls(features)

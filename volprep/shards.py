@@ -32,14 +32,16 @@ from typing import Any
 
 import numpy as np
 
-from volprep import kernels, reductions
+from volprep import kernels
 from volprep.augment import numpy_ops
 from volprep.augment.spec import Params
 from volprep.cache import CacheDamaged, CaseCache
-from volprep.errors import UsageError
+from volprep.encodings import ARRAY_ENCODINGS
 from volprep.geometry import Grid
-from volprep.preprocess import dataset_statistics, normalize, window_case
+from volprep.locations import sample_locations
+from volprep.preprocess import normalize, window_case
 from volprep.preprocess.intensity import normalization_params
+from volprep.record_spec import RecordSpec
 from volprep.records import frame_parts
 from volprep.schema import Schema
 from volprep.seeds import order_key
@@ -75,61 +77,6 @@ class ShardTask:
     @property
     def file_name(self) -> str:
         return shard_name(self.split, self.index, self.count, self.tag)
-
-
-@dataclasses.dataclass(frozen=True)
-class RecordSpec:
-    """How cached cases become records: shapes, dtypes, normalisation, encodings."""
-
-    cache_dir: str
-    target_shape: tuple[int, int, int]
-    channels: int
-    image_dtype: str
-    image_encoding: str  # "raw" or "wavelet-compress"
-    label_kind: str  # "class", "mask", "class+mask" or "none"
-    mask_dtype: str
-    preprocess: Any  # PreprocessConfig
-    dataset_stats: tuple[dict[str, float], ...] | None
-    wavelet_layout: dict[str, Any] | None = None
-
-    def schema(self) -> Schema:
-        """The schema of the records this spec makes (what the manifest's features say)."""
-        return Schema.for_records(target_shape=self.target_shape, channels=self.channels,
-                                  image_dtype=self.image_dtype, image_encoding=self.image_encoding,
-                                  label_kind=self.label_kind, mask_dtype=self.mask_dtype,
-                                  image_layout=self.wavelet_layout)
-
-    def content_key(self) -> dict[str, Any]:
-        """What of the spec decides record bytes (not where the cache lives), JSON-able."""
-        data = dataclasses.asdict(self)
-        data.pop("cache_dir")
-        if dataclasses.is_dataclass(self.preprocess) and not isinstance(self.preprocess, type):
-            data["preprocess"] = dataclasses.asdict(self.preprocess)
-        return json.loads(json.dumps(data, default=str))
-
-
-def make_record_spec(pre: Any, cache_dir: str, target: tuple[int, int, int], channels: int, *,
-                     has_class: bool, metas: Sequence[Mapping[str, Any]]) -> RecordSpec:
-    """The record spec of a job: what its converted cases (``metas``) and config decide.
-
-    Raises:
-        UsageError: a target shape the reduction cannot encode (not a multiple it needs).
-    """
-    has_mask = any(m.get("voxel_counts") is not None for m in metas)
-    label_kind = {(True, True): "class+mask", (True, False): "class",
-                  (False, True): "mask", (False, False): "none"}[(has_class, has_mask)]
-    mask_max = max((int(m.get("mask_max", 0)) for m in metas), default=0)
-    stats = tuple(dataset_statistics([m["stats"] for m in metas])) if pre.dataset_stats else None
-    reduction = reductions.for_config(pre)
-    multiple = reduction.shape_multiple(pre)
-    if any(int(t) % multiple for t in target):
-        raise UsageError(f"[preprocess] target_shape {list(target)} must be a multiple of {multiple} "
-                         f"for reduce = {pre.reduce!r} (mode {pre.mode!r}, level {pre.level})")
-    encoding, layout = reduction.image_encoding(pre, (*target, channels))
-    return RecordSpec(cache_dir=cache_dir, target_shape=tuple(target), channels=channels,  # type: ignore[arg-type]
-                      image_dtype=pre.dtype, image_encoding=encoding, label_kind=label_kind,
-                      mask_dtype="uint8" if mask_max <= 255 else "int16", preprocess=pre,
-                      dataset_stats=stats, wavelet_layout=layout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,17 +151,6 @@ def shard_bounds(num_records: int, num_shards: int) -> list[tuple[int, int]]:
     ]
 
 
-def record_bytes_estimate(spec: RecordSpec) -> int:
-    """Approximate bytes of one record (image and mask dominate; the rest is small)."""
-    voxels = int(np.prod(spec.target_shape))
-    if spec.image_encoding == "raw":
-        image = voxels * spec.channels * np.dtype(spec.image_dtype).itemsize
-    else:
-        image = int((spec.wavelet_layout or {}).get("nbytes", voxels))
-    mask = voxels * np.dtype(spec.mask_dtype).itemsize if "mask" in spec.label_kind else 0
-    return image + mask + 512
-
-
 def render_record(spec: RecordSpec, ref: RecordRef, cached: Any, schema: Schema | None = None) -> tuple[bytes, int | None]:
     """Builds the serialised Example for one record from its cached case.
 
@@ -227,11 +163,15 @@ def render_record(spec: RecordSpec, ref: RecordRef, cached: Any, schema: Schema 
                                            spec.target_shape, [st["floor"] for st in stats])
     dataset_stats = _stats_list(spec.dataset_stats)
     augmented = bool(ref.copy and ref.params)  # no params: an identity augmentation
-    if not augmented and spec.image_dtype == "float16" and spec.image_encoding == "raw":
+    floors = np.array([st["floor"] for st in stats], np.float32).reshape(1, 1, 1, -1)
+    if not augmented and spec.image_dtype == "float16" and spec.image_encoding in ARRAY_ENCODINGS:
         # the common case in one compiled pass, bit for bit what normalize + astype give
-        image = kernels.normalize16(image, *normalization_params(stats, spec.preprocess, dataset_stats))
+        params = normalization_params(stats, spec.preprocess, dataset_stats)
+        image = kernels.normalize16(image, *params)
+        fill = kernels.normalize16(floors, *params)
     else:
         image = normalize(image, stats, spec.preprocess, dataset_stats)
+        fill = normalize(floors, stats, spec.preprocess, dataset_stats).astype(spec.image_dtype)
         if augmented:
             image, mask = numpy_ops.apply(Params.from_json(ref.params), image, mask)
     values: dict[str, Any] = {
@@ -247,6 +187,9 @@ def render_record(spec: RecordSpec, ref: RecordRef, cached: Any, schema: Schema 
         values["label"] = ref.label
     if schema.label_volume is not None:
         values[schema.label_volume] = mask
+    if "locations" in schema and mask is not None:
+        coords, counts = sample_locations(mask, spec.location_labels, spec.locations, 0, ref.case_id, ref.copy)
+        values.update(locations=coords, location_counts=counts, fill=fill.reshape(-1).astype(np.float32))
     return schema.encode(values), ref.counts_as
 
 
