@@ -39,6 +39,8 @@ def test_tiny_step_waits_on_input_and_names_knobs(shards: Path, capsys: pytest.C
     assert "verdict: training would wait on input" in out
     assert "cache=True" in out
     assert "store float16" in out  # these shards hold float32
+    assert "dtype='float16'" not in out  # ... so there is no stored float16 to yield
+    assert "first batch" in out and "after volprep.load() was called" in out
 
 
 def test_huge_step_does_not_wait(shards: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -173,3 +175,18 @@ def test_measure_loader_figures_follow_from_what_was_read_and_timed(
     assert f"{volumes / sum(timed):.1f} volumes/s" in text
     assert "verdict: training would wait on input: about 3.0 ms a step" in text
     assert f"idles {round(100 * 3.0 / mean_ms)}% of the time" in text
+
+
+def test_float16_shards_read_as_float32_suggest_yielding_float16() -> None:
+    from volprep.bench import bench_text
+
+    figures = {"out": "x", "split": "train", "batch_size": 4, "batches": 10, "device": "CPU",
+               "image": {"shape": [8, 8, 8, 1], "dtype": "float16", "encoding": "raw"}, "records": 8,
+               "record_mb": 0.001, "volumes_per_s": 100.0, "mb_per_s": 0.1, "ms_per_batch": 40.0,
+               "p90_ms_per_batch": 41.0, "mean_ms_per_batch": 40.0, "read_limit_volumes_per_s": 400.0,
+               "fraction_of_read_limit": 0.25, "decoded_gb": 1e-5, "output_dtype": "float32",
+               "first_batch_s": 0.25, "model_step_ms": None}
+    text = bench_text(figures, step_ms=1.0)
+    assert "turn: volprep.load(..., dtype='float16')" in text
+    assert "first batch  250 ms" in text
+    assert "dtype='float16'" not in bench_text({**figures, "output_dtype": "float16"}, step_ms=1.0)

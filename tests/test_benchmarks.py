@@ -61,20 +61,34 @@ def test_load_quick(bench: dict[str, ModuleType], tmp_path: Path, capsys: pytest
     assert bench["bench_load"].main(["--quick", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["records"] == 8
-    for row in ("volprep_load", "read_limit", "raw_recipe", "from_generator"):
-        assert result["rows"][row]["volumes_per_s"] > 0
-    assert len(result["goals"]) == 2 and all(isinstance(g["met"], bool) for g in result["goals"])
-    assert result["rows"]["volprep_load"]["cpu_ms_per_volume"] > 0
-    assert len(_goal_lines(capsys.readouterr().out)) == 2
+    rows = result["rows"]
+    for row in ("volprep_load", "volprep_load_float16", "read_limit", "raw_recipe", "from_generator"):
+        assert rows[row]["volumes_per_s"] > 0
+    assert rows["volprep_load"]["cpu_ms_per_volume"] > 0
+    assert set(rows["read_limit"]["variants"]) == {"sequential, tf_default_buffer", "parallel, tf_default_buffer",
+                                                  "sequential, loader_buffer", "parallel, loader_buffer"}
+    fresh = rows["fresh"]
+    for mode in ("load", "load_shuffle", "load_float16", "read"):
+        assert fresh[mode]["volumes_per_s"] > 0
+        assert len(fresh[mode]["epochs"][0]) == 3  # epoch 1 untimed, 2-3 timed
+    first = fresh["first_batch"]
+    assert 0 < first["next_s"] < first["first_batch_s"]
+    assert [g["name"] for g in result["goals"]] == [
+        "volprep.load / TFRecord read limit (float32 output)", "volprep.load / TFRecord read limit (float16 output)",
+        "volprep.load / from_generator"]
+    assert all(isinstance(g["met"], bool) for g in result["goals"])
+    text = capsys.readouterr().out
+    assert len(_goal_lines(text)) == 3
+    assert "first batch" in text and "fresh process" in text
 
 
 def test_run_all_quick_marks_every_goal(bench: dict[str, ModuleType], tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     assert bench["run_all"].main(["--quick", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "bench_all_quick.json").read_text())
-    assert len(result["goals"]) == 6
+    assert len(result["goals"]) == 7  # convert 3, load 3, augment 1
     text = capsys.readouterr().out
-    assert len(_goal_lines(text)) == 6
+    assert len(_goal_lines(text)) == 7
     assert "| goal | measured | target | met |" in text
     assert result["markdown"].count("\n| ") >= 16
     for name in ("convert", "load", "loader_tuning"):
@@ -82,7 +96,9 @@ def test_run_all_quick_marks_every_goal(bench: dict[str, ModuleType], tmp_path: 
     tuning = json.loads((tmp_path / "loader_tuning_quick.json").read_text())["tuning"]
     assert set(tuning["cycle_length"]) == {"1", "2", "4", "8"}
     assert set(tuning["prefetch"]) == {"1", "2", "autotune"}
-    assert set(tuning["allocator"]) == {"off", "on"}
+    assert set(tuning["allocator"]) == {"off", "on", "on, arenas uncapped"}
+    assert set(tuning["dtype"]) == {"float32", "float16"}
+    assert set(tuning["parse"]) == {"per_record", "per_batch", "parse_example_dataset", "per_batch (volprep.load)"}
 
 
 def test_goal_verdicts(bench: dict[str, ModuleType]) -> None:

@@ -224,3 +224,89 @@ def test_augment_hook_gives_finite_changed_batches(shards: Path) -> None:
     np.testing.assert_array_equal(y0.numpy(), y1.numpy())
     again = next(iter(volprep.load(shards, batch_size=4, shuffle=False, deterministic=True, augment=aug, seed=3)))
     np.testing.assert_array_equal(x1.numpy(), again[0].numpy())
+
+
+def _stored_images(out: Path, split: str = "train") -> dict[str, tuple[np.ndarray, int]]:
+    """Every record's image (and class) by a hash of its stored bytes, read by plain TF.
+
+    The independent route: the parse spec comes from ``manifest.json`` as written, and the
+    records through ``tf.io.parse_single_example`` + ``tf.io.decode_raw``, no volprep code.
+    """
+    import json
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    image = manifest["features"]["image"]
+    assert image["encoding"] == "raw" and image["dtype"] == "float16"
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
+    files = [str(out / s["file"]) for s in manifest["splits"][split]["shards"]]
+    stored = {}
+    for record in tf.data.TFRecordDataset(files):
+        parsed = tf.io.parse_single_example(record, spec)
+        array = tf.reshape(tf.io.decode_raw(parsed["image"], tf.float16), image["shape"]).numpy()
+        stored[hashlib.sha256(array.tobytes()).hexdigest()] = (array, int(parsed["label"]))
+    assert len(stored) == manifest["splits"][split]["num_records"]
+    return stored
+
+
+def test_dtype_float16_yields_the_stored_values_and_float32_their_cast(shards: Path) -> None:
+    import volprep
+
+    stored = _stored_images(shards)
+    half = volprep.load(shards, batch_size=4, shuffle=False, deterministic=True, dtype="float16")
+    assert half.element_spec[0].dtype == tf.float16
+    seen = []
+    for images, labels in half:
+        assert images.dtype == tf.float16
+        for image, label in zip(images.numpy(), labels.numpy(), strict=True):
+            key = hashlib.sha256(image.tobytes()).hexdigest()
+            assert key in stored, "a float16 image that is not bit for bit a stored record"
+            assert int(label) == stored[key][1]
+            seen.append(key)
+    assert sorted(seen) == sorted(stored)  # every record once
+
+    full = volprep.load(shards, batch_size=4, shuffle=False, deterministic=True)  # default: float32
+    assert full.element_spec[0].dtype == tf.float32
+    count = 0
+    for images, _ in full:
+        for image in images.numpy():
+            key = hashlib.sha256(image.astype(np.float16).tobytes()).hexdigest()
+            np.testing.assert_array_equal(image, stored[key][0].astype(np.float32))
+            count += 1
+    assert count == len(stored)
+    as_stored = volprep.load(shards, batch_size=4, dtype=None)
+    assert as_stored.element_spec[0].dtype == tf.float16
+
+
+def test_dtype_float16_with_cache_and_static_batches(shards: Path) -> None:
+    import volprep
+
+    ds = volprep.load(shards, batch_size=3, drop_remainder=True, dtype="float16", cache=True, seed=0)
+    assert ds.element_spec[0].dtype == tf.float16
+    assert ds.element_spec[0].shape.as_list() == [3, 16, 16, 10, 1]
+    assert sorted(_keys(ds)) == sorted(_keys(ds))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "half", tf.float16, ""])
+def test_a_bad_dtype_is_refused(shards: Path, dtype: object) -> None:
+    import volprep
+
+    with pytest.raises(ValueError, match="dtype must be one of 'float32', 'float16'"):
+        volprep.load(shards, dtype=dtype)
+
+
+def test_augmentation_computes_in_float32_and_yields_the_dtype_asked_for(shards: Path) -> None:
+    import volprep
+
+    aug = volprep.Augment(flip_axes=[0], rotate_deg=10, scale=[0.9, 1.1], shift_vox=2, intensity_scale=[0.9, 1.1])
+    options = {"batch_size": 4, "shuffle": False, "deterministic": True, "augment": aug, "seed": 5}
+    half = volprep.load(shards, dtype="float16", **options)
+    full = volprep.load(shards, **options)
+    plain = volprep.load(shards, batch_size=4, shuffle=False, deterministic=True, dtype="float16")
+    assert half.element_spec[0].dtype == tf.float16 and full.element_spec[0].dtype == tf.float32
+    for (x16, y16), (x32, y32), (x0, _) in zip(half, full, plain, strict=True):
+        assert x16.dtype == tf.float16
+        assert np.isfinite(x16.numpy()).all()
+        assert not np.array_equal(x16.numpy(), x0.numpy())  # augmented
+        # the same float32 computation on the same (float16-valued) inputs, rounded once
+        np.testing.assert_array_equal(x16.numpy(), x32.numpy().astype(np.float16))
+        np.testing.assert_array_equal(y16.numpy(), y32.numpy())

@@ -73,3 +73,17 @@ def test_a_split_with_no_records_warns_at_job_time_and_loads_empty(demo_data: Pa
     assert int(ds.cardinality()) == 0
     assert list(ds) == []
     assert np.isfinite(next(iter(volprep.load(tmp_path / "out", split="train", batch_size=2)))[0].numpy()).all()
+
+
+def test_only_the_features_asked_for_are_parsed(out: Path, tmp_path: Path) -> None:
+    """A feature the dataset does not yield is never parsed: a wrong spec for it is harmless."""
+
+    def break_unused(m: dict) -> None:
+        m["features"]["affine"]["shape"] = [5, 5]  # the records hold 4x4
+        m["features"]["mask"]["dtype"] = "int16"  # the records hold uint8
+
+    copy = _edited(out, tmp_path, break_unused)
+    n = sum(int(x.shape[0]) for x, _ in volprep.load(copy, split="train", batch_size=2, shuffle=False))
+    assert n == json.loads((out / "manifest.json").read_text())["splits"]["train"]["num_records"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="feature mask"):
+        next(iter(volprep.load(copy, split="train", batch_size=2, shuffle=False, target="mask")))

@@ -36,8 +36,10 @@ def measure_loader(out: str | Path, split: str = "train", batch_size: int = 4, b
     Returns:
         A JSON-able dict: ``volumes_per_s``, ``mb_per_s``, ``ms_per_batch`` (median),
         ``p90_ms_per_batch``, ``read_limit_volumes_per_s``, ``fraction_of_read_limit``,
-        ``record_mb``, ``decoded_gb`` (the split as float32 in memory), ``image``
-        (shape, dtype), ``model_step_ms`` (or None) and the options used.
+        ``record_mb``, ``decoded_gb`` (the split in memory, in the loader's output dtype),
+        ``image`` (shape, stored dtype), ``output_dtype``, ``first_batch_s`` (from the
+        ``volprep.load`` call to the first batch, TensorFlow already imported),
+        ``model_step_ms`` (or None) and the options used.
     """
     import tensorflow as tf
 
@@ -45,6 +47,7 @@ def measure_loader(out: str | Path, split: str = "train", batch_size: int = 4, b
 
     if batches < 1 or batch_size < 1:
         raise ValueError(f"batches and batch_size must be >= 1, got {batches}, {batch_size}")
+    called = time.perf_counter()
     ds, manifest = load(out, split=split, batch_size=batch_size, repeat=True, seed=0, with_info=True,
                         **load_options)
     info = manifest.splits[split]
@@ -52,9 +55,10 @@ def measure_loader(out: str | Path, split: str = "train", batch_size: int = 4, b
     record_mb = sum(s.num_bytes for s in info.shards) / max(1, records) / 1e6
     image = manifest.features["image"]
     it = iter(ds)
-    first = None
-    for _ in range(WARMUP_BATCHES):
-        first = next(it)
+    first = next(it)
+    first_batch_s = time.perf_counter() - called
+    for _ in range(WARMUP_BATCHES - 1):
+        next(it)
     times = []
     start = time.perf_counter()
     for _ in range(batches):
@@ -80,6 +84,8 @@ def measure_loader(out: str | Path, split: str = "train", batch_size: int = 4, b
     voxels = 1
     for n in image.shape:
         voxels *= int(n)
+    images = first[0] if isinstance(first, tuple) else first
+    output_dtype = images.dtype.name
     figures: dict[str, Any] = {
         "out": str(out), "split": split, "batch_size": batch_size, "batches": batches,
         "image": {"shape": list(image.shape), "dtype": image.dtype, "encoding": image.encoding},
@@ -90,13 +96,14 @@ def measure_loader(out: str | Path, split: str = "train", batch_size: int = 4, b
         "mean_ms_per_batch": total / batches * 1e3,
         "read_limit_volumes_per_s": read_limit,
         "fraction_of_read_limit": volumes_per_s / read_limit,
-        "decoded_gb": records * voxels * 4 / 1e9,
+        "decoded_gb": records * voxels * images.dtype.size / 1e9,
+        "output_dtype": output_dtype, "first_batch_s": first_batch_s,
         "options": {k: (v if isinstance(v, int | float | str | bool) or v is None else repr(v))
                     for k, v in load_options.items()},
         "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
         "model_step_ms": None,
     }
-    if model and first is not None:
+    if model:
         figures["model_step_ms"] = _model_step_ms(first, manifest)
     return figures
 
@@ -142,6 +149,9 @@ def bench_text(figures: dict[str, Any], step_ms: float | None = None) -> str:
         f"  read limit   {f['read_limit_volumes_per_s']:.1f} volumes/s (plain TFRecordDataset, nothing parsed); "
         f"the loader reaches {100 * f['fraction_of_read_limit']:.0f}% of it",
     ]
+    if f.get("first_batch_s") is not None:
+        lines.append(f"  first batch  {1e3 * f['first_batch_s']:.0f} ms after volprep.load() was called "
+                     f"(TensorFlow already imported; output {f.get('output_dtype', 'float32')})")
     if f.get("model_step_ms") is not None:
         lines.append(f"  model step   {f['model_step_ms']:.1f} ms (reference 3D CNN, batch {f['batch_size']})")
     step = step_ms if step_ms is not None else f.get("model_step_ms")
@@ -177,6 +187,9 @@ def _knobs(f: dict[str, Any]) -> list[str]:
         knobs.append(f"cache='/local/ssd/file': the split decodes to {f['decoded_gb']:.1f} GB, too much for memory")
     if f["image"]["dtype"] == "float32":
         knobs.append("store float16 (preprocess.dtype = 'float16'): half the bytes to read and parse")
+    elif f["image"]["dtype"] == "float16" and f.get("output_dtype", "float32") == "float32":
+        knobs.append("volprep.load(..., dtype='float16'): yield the stored float16 and let the model cast on the "
+                     "accelerator (a Keras model does; skips a CPU pass over every voxel, halves the bytes moved)")
     knobs.append("smaller volumes: more converter downsampling (preprocess.factor), a smaller target_shape, "
                  "or reduce = 'wavelet' approx (each halving of an axis halves the bytes)")
     return knobs

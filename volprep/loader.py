@@ -1,11 +1,13 @@
 """The training loader: ``volprep.load(path)`` -> a ``tf.data.Dataset`` of batches.
 
-Reads the manifest, so training code needs only the folder: it builds the parse spec,
-knows each split's cardinality, interleaves shard files in parallel, batches serialized
-records and parses a whole batch at once (``tf.io.parse_example``), decodes to static
-shapes, casts to float32, applies batched augmentation (TF ops, on the GPU when there is
-one) and prefetches. Shuffling is two-level: the shards are globally pre-shuffled by the
-converter; the loader shuffles the file order and a small record buffer each epoch.
+Reads the manifest, so training code needs only the folder: it builds the parse spec of
+the features it yields (no other feature is parsed), knows each split's cardinality,
+interleaves shard files in parallel, batches serialized records and parses a whole batch
+at once (``tf.io.parse_example``), decodes to static shapes, casts the images to the
+``dtype`` asked for (float32 by default; ``"float16"`` leaves float16 shards uncast),
+applies batched augmentation (TF ops, on the GPU when there is one) and prefetches.
+Shuffling is two-level: the shards are globally pre-shuffled by the converter; the
+loader shuffles the file order and a small record buffer each epoch.
 Several hosts reading one split together (``num_shards``/``shard_index``, or a
 ``tf.distribute.InputContext``) each get the same number of records, so no host waits
 for another at the end of an epoch.
@@ -13,87 +15,66 @@ for another at the end of an epoch.
 The defaults below come from ``benchmarks/bench_load.py --tune`` on the 2-core reference
 machine (128x128x80x1 float16 records, batch 4; ``benchmarks/results/loader_tuning.json``).
 By default :func:`load` also keeps glibc from serving multi-MB tensors with fresh mmaps
-(:func:`tune_allocator`, process-wide; ``tune_malloc=False`` opts out).
+and from spreading them over many arenas (:func:`tune_allocator`, process-wide;
+``tune_malloc=False`` opts out).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from volprep import loader_patches
 from volprep.errors import UsageError
+from volprep.malloc import tune_allocator
 from volprep.manifest import read_manifest
 from volprep.schema import Schema
 
 log = logging.getLogger(__name__)
 
 # Figures below: benchmarks/results/loader_tuning.json (bench_load.py --tune; 2-core AMD
-# EPYC VM shared with other jobs, so differences under ~15% are noise; volumes/s, with
-# process CPU ms per volume in brackets, the steadier figure on a busy machine).
-#
-# cycle_length 1: 386 (2.79), 2: 391 (2.86), 4: 455 (2.94), 8: 438 (2.87): 4 parallel files
-# is the best here, and keeps reads overlapping where storage has latency (network disks).
+# EPYC VM shared with other jobs, load average 2-3, so differences under ~15% are noise;
+# volumes/s, process CPU ms a volume in brackets; float32 output unless said).
+# Where the time goes (perf, float16 output): TF's TFRecord CRC32C (absl's portable code in
+# this TF build) 34%, the page-cache copy into each record 17%, parse_example's and
+# decode_raw's copies 28%, threads and malloc the rest; a plain TFRecordDataset read is 55%
+# CRC, 28% page-cache copy. float32 output adds the cast (14%).
+# cycle_length 1: 430 (3.16), 2: 410 (3.44), 4: 377 (3.27), 8: 440 (3.03): noise (an earlier
+# run had 4 ahead); 4 files keep reads overlapping where storage has latency.
 DEFAULT_CYCLE_LENGTH = 4
-# block_length 1: 372 (2.98), 4: 444 (2.73): 4 reads a little faster, but one record per
-# file per turn keeps the converter's global shuffle intact, so 1.
+# block_length 1: 443 (3.16), 4: 443 (3.51): equal; one record per file per turn keeps the
+# converter's global shuffle intact, so 1.
 DEFAULT_BLOCK_LENGTH = 1
-# parse: one parse_example over a batch of serialized records 371 (3.09) vs per record
-# then batch 353 (3.18): records are batched, then parsed.
-# threads: shared pool 473 (2.83), private 2: 410 (2.85), 4: 363 (3.00): 0 keeps tf.data's
+# parse: one parse_example over a batch of serialized records 412 (3.34) vs per record then
+# batch 367 (3.40) vs tf.data's parse_example_dataset 389 (3.76): records are batched (a
+# batch of strings moves them, no copy), then parsed, and decode_raw reads the parsed
+# batch directly.
+# threads: shared pool 400 (3.04), private 2: 382 (3.16), 4: 427 (3.22): 0 keeps tf.data's
 # shared pool (no extra threads per dataset when a script builds several).
 DEFAULT_THREADS = 0
-# prefetch 1: 441, 2: 421, AUTOTUNE: 456 (all ~2.78): equal within noise; 2 batches overlap a
-# training step and bound memory (AUTOTUNE may buffer many 5 MB batches). With online
-# augmentation (cost varies with the device) AUTOTUNE is used.
+# prefetch 1: 429 (3.14), 2: 417 (3.24), AUTOTUNE: 377 (3.06): equal within noise; 2 batches
+# overlap a training step and bound memory (AUTOTUNE may buffer many 5 MB batches). With
+# online augmentation (cost varies with the device) AUTOTUNE is used.
 DEFAULT_PREFETCH = 2
-# read_buffer 256 KiB: 421 (2.94), 1 MiB: 442 (2.94), 8 MiB: 358 (3.50): a buffer larger than
-# a record costs an extra copy of every record.
-READ_BUFFER_BYTES = 1 << 20
-# shuffle_buffer 0: 451 (2.74), 8: 475 (2.78), 16: 406 (2.97), 32: 390 (3.24): records held
-# in the buffer fall out of the CPU caches before they are batched. The converter already
-# shuffled globally and file order is reshuffled each epoch, so a small buffer (2 batches,
-# at least 8) only varies the batches from epoch to epoch.
+# Other tf.data options, each against the loader's 397 (3.16): max_intra_op_parallelism 1:
+# 429 (3.13), autotune ram_budget 256 MiB: 390 (3.28), map_parallelization and parallel_batch
+# off: 421 (3.16), inject_prefetch off: 454 (3.10): all within noise, so tf.data's defaults
+# plus map_parallelization/parallel_batch (see _options) stay.
+# read_buffer 0 (unbuffered): 405 (3.33), 256 KiB: 403 (3.54), 1 MiB: 396 (3.48), 8 MiB: 380
+# (3.45); a plain read: 0: 668 (1.36), TF's 256 KiB: 624 (1.68) (results/load.json). Unbuffered,
+# TF preads each record straight into its string; a buffer is one more copy of every byte
+# (18 KB records: the same CPU either way; remote storage would want a buffer, not measured).
+READ_BUFFER_BYTES = 0
+# shuffle_buffer 0: 418 (3.23), 8: 406 (3.26), 16: 386 (3.47), 32: 416 (3.52): more records
+# held cost CPU (they fall out of the CPU caches before they are batched). The converter
+# already shuffled globally and file order is reshuffled each epoch, so a small buffer (2
+# batches, at least 8) only varies the batches from epoch to epoch.
 DEFAULT_SHUFFLE_BATCHES = 2
 MIN_SHUFFLE_BUFFER = 8
-# allocator ("allocator" in the same file, fresh processes): glibc's malloc serves the
-# multi-MB tensors allocated and freed every step with fresh mmaps, each costing page
-# faults (kernel time). Keeping them on the heap (mmap threshold 32 MiB, the most glibc
-# allows; trim threshold 1 GiB): 351 -> 385 volumes/s, system CPU 1.80 -> 0.57 ms a
-# volume (an earlier, busier run: 220 -> 351 volumes/s, 1.81 -> 0.80 ms).
-MMAP_THRESHOLD_BYTES = 32 << 20
-TRIM_THRESHOLD_BYTES = 1 << 30
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameter numbers
-_allocator_tuned = False
-
-
-def tune_allocator() -> bool:
-    """Keeps multi-MB allocations on glibc's heap instead of fresh mmaps (see above).
-
-    Process-wide and idempotent; a no-op (returning False) where the C library is not
-    glibc. :func:`load` calls it unless ``tune_malloc=False``. The cost: up to
-    :data:`TRIM_THRESHOLD_BYTES` of freed memory stays with the process for reuse.
-
-    Returns:
-        True when the settings are in effect.
-    """
-    global _allocator_tuned
-    if _allocator_tuned:
-        return True
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    ok = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
-    _allocator_tuned = ok
-    if ok:
-        log.info("malloc: mmap threshold %d MiB, trim threshold %d MiB", MMAP_THRESHOLD_BYTES >> 20,
-                 TRIM_THRESHOLD_BYTES >> 20)
-    return ok
+# dtype: float32 442 (3.19), float16 509 (2.57): the cast is a pass over every voxel and
+# doubles the bytes a batch holds; float16 output leaves it to the accelerator.
 
 
 def load(
@@ -108,6 +89,11 @@ def load(
     deterministic: bool | None = None,
     *,
     target: str = "label",
+    dtype: str | None = "float32",
+    patch: Sequence[int] | None = None,
+    patches_per_volume: int = 1,
+    foreground: float = 0.33,
+    class_weights: Any = None,
     drop_remainder: bool = False,
     shuffle_buffer: int | None = None,
     cycle_length: int | None = None,
@@ -139,6 +125,25 @@ def load(
             tf.data hand out whichever element is ready first, for speed.
         target: ``"label"`` (the class or the label volume) or ``"mask"`` (the label volume
             when the data has both); the dataset yields images only when there is none.
+        dtype: the images' dtype: ``"float32"`` (default), ``"float16"`` or None (as
+            stored). ``"float16"`` on float16 shards skips the cast (a CPU pass over every
+            voxel) and halves the bytes sent to the accelerator, which casts: a Keras model
+            does (its ``Input`` casts to float32; under ``mixed_float16`` layers compute in
+            float16 anyway). float32 is the default: every consumer takes it (raw TF ops
+            with float32 weights, numpy). With ``augment``, images are computed in float32
+            and yielded in ``dtype``.
+        patch: ``(D, H, W)``: yield random patches of this size instead of whole volumes
+            (image and label volume cropped together, batched in TF; past the border the
+            image takes the record's padding value, the mask 0). ``batch_size`` then counts
+            patches; see :mod:`volprep.loader_patches`.
+        patches_per_volume: patches cut from each volume read (amortises the read; a batch
+            holds patches of ``ceil(batch_size / patches_per_volume)`` volumes).
+        foreground: the fraction of patches centred on a voxel of a foreground class, drawn
+            from the class locations the converter stored (the rest: uniform origins).
+        class_weights: how the class of a foreground patch is chosen among the classes a
+            volume holds: None (uniformly, rare classes as often as common ones), a mapping
+            of label value or name to weight, or a sequence of weights in the order of the
+            manifest's ``location_counts`` labels.
         drop_remainder: drop the last partial batch (static batch dimension).
         shuffle_buffer: records in the shuffle buffer (default: 2 batches, at least 8);
             0 shuffles only the file order.
@@ -162,7 +167,7 @@ def load(
 
     Raises:
         UsageError: no such split, or a bad sharding request.
-        ValueError: a bad ``target`` or ``batch_size``.
+        ValueError: a bad ``target``, ``batch_size``, ``dtype`` or patch request.
     """
     import tensorflow as tf
 
@@ -174,6 +179,7 @@ def load(
         batch_size = int(input_context.get_per_replica_batch_size(batch_size))
     if isinstance(batch_size, bool) or int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    image_dtype = _image_dtype(tf, dtype)
     manifest = read_manifest(path)
     if tune_malloc:
         tune_allocator()
@@ -181,6 +187,13 @@ def load(
         raise UsageError(f"{path}: no split {split!r}; splits: {', '.join(sorted(manifest.splits))}")
     features = manifest.features
     label_name = _target_feature(features, target)
+    wanted = [k for k in ("image", label_name) if k is not None]  # parse only what is asked for
+    records_a_batch = batch_size
+    if patch is not None:
+        size, extra = loader_patches.check_request(features, patch, patches_per_volume, foreground, class_weights)
+        weights = loader_patches.weight_vector(features, class_weights, manifest.dataset.label_names)
+        wanted += extra
+        records_a_batch = loader_patches.volume_batch(batch_size, patches_per_volume)
     shards = manifest.splits[split].shards
     plan = host_plan([s.num_records for s in shards], num_shards, shard_index)
     files = [str(Path(path) / shards[i].file) for i in plan.files]
@@ -192,8 +205,12 @@ def load(
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(files, dtype=tf.string))
     if shuffle and len(files) > 1 and not plan.by_record:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    # The functions below hold no Python control flow on tensors, so AutoGraph is told to
+    # leave them as they are: converting them cost ~450 ms of the first load() in a
+    # process (62-83 ms without; the time to the first batch in bench_load.py).
+    plain = tf.autograph.experimental.do_not_convert
     ds = ds.interleave(
-        lambda f: tf.data.TFRecordDataset(f, buffer_size=READ_BUFFER_BYTES),
+        plain(lambda f: tf.data.TFRecordDataset(f, buffer_size=READ_BUFFER_BYTES)),
         cycle_length=max(1, min(len(files), cycle_length or DEFAULT_CYCLE_LENGTH)),
         block_length=block_length or DEFAULT_BLOCK_LENGTH,
         num_parallel_calls=autotune,
@@ -205,30 +222,45 @@ def load(
     if num_shards > 1:
         ds = ds.take(plan.num_records)  # equal counts on every host: no host waits at epoch end
     ds = ds.apply(tf.data.experimental.assert_cardinality(plan.num_records))
-    buffer = max(MIN_SHUFFLE_BUFFER, DEFAULT_SHUFFLE_BATCHES * batch_size) if shuffle_buffer is None else shuffle_buffer
+    buffer = max(MIN_SHUFFLE_BUFFER, DEFAULT_SHUFFLE_BATCHES * records_a_batch) if shuffle_buffer is None else shuffle_buffer
     if shuffle and not cache and buffer > 1:
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    wanted = [k for k in ("image", label_name) if k is not None]  # parse only what is asked for
+    ds = ds.batch(records_a_batch, drop_remainder=drop_remainder and patch is None)
     spec = parse_spec(features, wanted)
 
     def parse(serialized: Any) -> Any:
+        # decode_raw reads the parsed batch's strings directly: two copies of every byte
+        # (parse_example's, decode_raw's) and no other; the cast is a third pass, skipped
+        # when the stored dtype is the one asked for.
         decoded = decode_batch(tf.io.parse_example(serialized, spec), features)
-        image = tf.cast(decoded["image"], tf.float32)
+        image = decoded["image"]
+        if image_dtype is not None and image.dtype != image_dtype:
+            image = tf.cast(image, image_dtype)
+        if patch is not None:
+            return decoded | {"image": image}
         if label_name is None:
             return image
         return image, decoded[label_name]
 
-    ds = ds.map(parse, num_parallel_calls=autotune, deterministic=ordered)
+    ds = ds.map(plain(parse), num_parallel_calls=autotune, deterministic=ordered)
     if cache:
         ds = ds.cache(cache if isinstance(cache, str) else "")
         if shuffle:
-            ds = ds.shuffle(max(1, -(-plan.num_records // batch_size)), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(max(1, -(-plan.num_records // records_a_batch)), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
+    if patch is not None:
+        ds = loader_patches.patched(
+            ds, size=size, per_volume=int(patches_per_volume), foreground=float(foreground), weights=weights,
+            shape=features["image"].shape, label_name=label_name,
+            label_is_volume=label_name is not None and features[label_name].is_volume,
+            seed=int(seed or 0), ordered=ordered)
+        if not repeat:
+            ds = ds.apply(tf.data.experimental.assert_cardinality(plan.num_records * int(patches_per_volume)))
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     augmenting = augment is not None and not augment.is_identity
     if augmenting:
-        ds = _augmented(ds, augment, seed, label_name, features, ordered)
+        ds = _augmented(ds, augment, seed, label_name, features, ordered, image_dtype)
     ds = ds.prefetch(prefetch or (autotune if augmenting else DEFAULT_PREFETCH))
     ds = ds.with_options(_options(tf, ordered, threads or DEFAULT_THREADS, sharded=num_shards > 1 or input_context is not None))
     return (ds, manifest) if with_info else ds
@@ -248,6 +280,18 @@ def _options(tf: Any, ordered: bool, threads: int, sharded: bool) -> Any:
         # shard again.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return options
+
+
+IMAGE_DTYPES = ("float32", "float16")
+
+
+def _image_dtype(tf: Any, dtype: str | None) -> Any:
+    """The TF dtype of the yielded images (None: as stored)."""
+    if dtype is None:
+        return None
+    if not isinstance(dtype, str) or dtype not in IMAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(map(repr, IMAGE_DTYPES))} or None, got {dtype!r}")
+    return tf.dtypes.as_dtype(dtype)
 
 
 def _target_feature(features: Schema, target: str) -> str | None:
@@ -306,8 +350,12 @@ def host_plan(counts: list[int], num_shards: int, shard_index: int) -> HostPlan:
 
 
 def _augmented(ds: Any, augment: Any, seed: int | None, label_name: str | None,
-               features: Schema, ordered: bool) -> Any:
-    """Batched online augmentation with stateless randomness seeded by (seed, step)."""
+               features: Schema, ordered: bool, image_dtype: Any) -> Any:
+    """Batched online augmentation with stateless randomness seeded by (seed, step).
+
+    ``augment_batch`` computes in float32; its images are cast back to ``image_dtype``
+    (None: the dtype the batches came in), so the dataset yields one dtype either way.
+    """
     import tensorflow as tf
 
     from volprep.augment.tf_ops import augment_batch
@@ -317,14 +365,13 @@ def _augmented(ds: Any, augment: Any, seed: int | None, label_name: str | None,
 
     def apply(step: Any, batch: Any) -> Any:
         step_seed = tf.stack([tf.constant(base, tf.int64), tf.cast(step, tf.int64)])
-        if label_name is None:
-            images, _ = augment_batch(batch, None, augment, step_seed)
-            return images
-        images, labels = batch
+        images, labels = (batch, None) if label_name is None else batch
+        out_dtype = image_dtype if image_dtype is not None else images.dtype
         if label_is_volume:
             images, labels = augment_batch(images, labels, augment, step_seed)
         else:
             images, _ = augment_batch(images, None, augment, step_seed)
-        return images, labels
+        images = tf.cast(images, out_dtype)  # augment_batch computes (and returns) float32
+        return images if label_name is None else (images, labels)
 
     return ds.enumerate().map(apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered)
