@@ -28,13 +28,14 @@ import dataclasses
 import functools
 import logging
 import os
-import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from volprep.errors import UsageError
 from volprep.interrupts import raise_if_interrupted
+from volprep.worker_setup import die_with_parent as _die_with_parent
+from volprep.worker_setup import sigint_blocked as _sigint_blocked
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,24 @@ def _run_local(fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]], workers
         raise
 
 
+def warm_up(fn: Callable[[], Any], workers: int) -> None:
+    """Starts the local pool now and runs ``fn`` once in each worker, without waiting.
+
+    A job calls it first thing, so starting the workers and their imports (~1 s: numpy,
+    nibabel, scipy, the compiled kernels) overlaps discovery and the header survey. The
+    pool is the one :func:`run_tasks` reuses when it asks for the same number of workers.
+    """
+    from joblib.externals.loky import get_reusable_executor
+
+    workers, _ = worker_count(workers, usable_cores())
+    with _sigint_blocked():
+        executor = get_reusable_executor(max_workers=workers, reuse=True, initializer=_die_with_parent,
+                                         initargs=(os.getpid(),))
+        for _ in range(workers):
+            executor.submit(fn)
+    _live.executor = executor
+
+
 def _warn_once(message: str) -> None:
     """One warning a process for each distinct message (a job runs several stages)."""
     if message not in _live.said:
@@ -278,57 +297,6 @@ def _cancel_and_close(client: Any, futures: list[Any]) -> None:
             client.cancel(futures, force=True)
     finally:
         client.close(timeout=STOP_SECONDS)
-
-
-@contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """SIGINT blocked in this thread while it may start worker processes.
-
-    A new process inherits the signal mask of the thread that forks it and keeps it
-    across exec: a worker then cannot receive a Ctrl-C (sent to the whole process group)
-    before its initializer ignores SIGINT, while it still imports. This process loses
-    nothing: another of its threads takes the signal, or it waits until the mask is
-    restored, and Python runs the handler in the main thread either way.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    # Python's own resource tracker, started lazily by the first worker's launch, unblocks
-    # SIGINT afterwards instead of restoring the mask (3.11): start it before blocking.
-    from multiprocessing import resource_tracker
-
-    resource_tracker.ensure_running()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Worker initializer: a worker ignores Ctrl-C and dies with the job that started it.
-
-    SIGINT: a terminal's Ctrl-C reaches every process of the group; a worker that raised
-    ``KeyboardInterrupt`` itself would print a traceback and break the pool under the main
-    process's cleanup, which kills the workers anyway (it was blocked since the fork, see
-    :func:`_sigint_blocked`; now ignored, then unblocked). SIGTERM keeps its default:
-    a worker told to terminate does.
-
-    Without ``PR_SET_PDEATHSIG``, loky workers outlive a SIGKILLed job and finish the tasks
-    they hold, writing to the cache while a rerun may already be using it. Linux only
-    (prctl); elsewhere a no-op.
-    """
-    import ctypes
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - not Linux/glibc
-        return
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def _died_reason(err: BaseException) -> str:

@@ -173,7 +173,8 @@ class CaseCache:
         checksum = {name: _crc(a) for name, a in arrays.items()}
         checksum.setdefault("mask", "")
         checksum["meta"] = _meta_crc(affine_list, meta, fingerprint)
-        specs, offset = {}, 0
+        specs: dict[str, dict[str, Any]] = {}
+        offset = 0
         for name, a in arrays.items():
             specs[name] = {"dtype": a.dtype.newbyteorder("<").str, "shape": list(a.shape),
                            "offset": offset, "nbytes": int(a.nbytes)}
@@ -191,7 +192,7 @@ class CaseCache:
                 base = fh.tell()
                 for name, a in arrays.items():
                     fh.seek(base + specs[name]["offset"])
-                    fh.write(memoryview(a.astype(a.dtype.newbyteorder("<"), copy=False)).cast("B"))
+                    fh.write(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).data.cast("B"))
             if final.is_dir():  # a damaged entry can be anything, a folder included
                 shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)

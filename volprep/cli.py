@@ -66,6 +66,18 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="(re)write OUT/report/ (PNG plots and index.html)")
     r.add_argument("out")
+
+    pr = sub.add_parser("prepare", help="apply a job's preprocessing to new scans (model inputs + scan info)")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="scan files (one file a scan)")
+    pr.add_argument("--like", required=True, metavar="OUT", help="the shard folder whose job to apply")
+    pr.add_argument("--save", required=True, metavar="DIR", help="writes DIR/<name>.npy (the input) and DIR/<name>.json (its info)")
+    pr.add_argument("--dtype", choices=("float32", "record"), default="float32",
+                    help="float32 (what the loader feeds a model) or the records' own dtype")
+
+    iv = sub.add_parser("invert", help="map a prediction on the record grid back to its scan, as NIfTI")
+    iv.add_argument("prediction", metavar="PRED", help=".npy: labels [D, H, W] or probabilities [D, H, W, K]")
+    iv.add_argument("--info", required=True, metavar="INFO.json", help="the scan info `volprep prepare` wrote")
+    iv.add_argument("--save", required=True, metavar="FILE", help="the NIfTI file to write (compressed when its name ends in .gz)")
     return p
 
 
@@ -223,6 +235,36 @@ def _report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    from volprep.errors import InputError
+    from volprep.inference import output_stem, prepare_to
+
+    stems = [output_stem(image) for image in args.images]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise UsageError(f"several scans would be saved as {twice[0]!r} in {args.save}: prepare them one at a time")
+    failed = 0
+    for image in args.images:
+        try:
+            array_path, info_path, x = prepare_to(image, args.like, args.save,
+                                                  dtype="float32" if args.dtype == "float32" else None)
+        except InputError as err:  # this scan is refused; the others go on
+            print(f"volprep: error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"volprep prepare: {image} -> {array_path} {list(x.shape)} {x.dtype}, {info_path}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _invert(args: argparse.Namespace) -> int:
+    from volprep.inference import invert_file
+
+    path, out = invert_file(args.prediction, args.info, args.save)
+    kind = "probabilities" if out.ndim == 4 else "labels"
+    print(f"volprep invert: {args.prediction} -> {path} ({kind} {list(out.shape)} on the scan's grid)")
+    return EXIT_OK
+
+
 _COMMANDS = {
     "shards": _shards,
     "verify": _verify,
@@ -230,4 +272,6 @@ _COMMANDS = {
     "bench": _bench,
     "demo": _demo,
     "report": _report,
+    "prepare": _prepare,
+    "invert": _invert,
 }

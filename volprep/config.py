@@ -13,12 +13,13 @@ Keys (their types, defaults and meanings are in each class's docstring):
 * ``[job]`` (:class:`JobConfig`): ``seed``, ``splits``, ``shard_size_mb``, ``on_error``,
   ``stratify``, ``fidelity_sample``, ``unlabelled``, ``split_file``, ``split_fold``.
 * ``[read]`` (:class:`ReadConfig`): ``max_bytes``, ``non_finite``, ``allow_rgb``,
-  ``affine_tolerance``.
+  ``affine_tolerance``, ``dicom_series``, ``dicom_case_id``.
 * ``[preprocess]`` (:class:`PreprocessConfig`): ``orientation``, ``reduce``, ``factor``,
   ``spacing``, ``interpolation``, ``wavelet``, ``level``, ``mode``, ``keep``,
   ``wavelet_values``, ``target_shape``, ``crop_foreground``, ``normalize``,
   ``zscore_over``, ``p_low``, ``p_high``, ``percentile_scale``, ``ct_window``,
-  ``dataset_stats``, ``dtype``.
+  ``dataset_stats``, ``dtype``, ``image_encoding``, ``mask_encoding``, ``deflate_level``,
+  ``class_locations``.
 * ``[balance]`` (:class:`BalanceConfig`): ``enabled``, ``max_copies_per_case``,
   ``max_augmented_fraction``, ``class_by``, ``subset``, ``subset_column``.
 * ``[augment]``: the fields of :class:`volprep.augment.spec.Augment`, which validates them.
@@ -52,8 +53,12 @@ DTYPES = ("float16", "float32")
 ON_ERROR = ("skip", "fail")
 UNLABELLED = ("fail", "skip")
 NON_FINITE = ("fail", "zero")
+DICOM_SERIES = ("split", "refuse")
+DICOM_CASE_IDS = {"folder": "name", "series_uid": "uid"}  # -> volprep.cases.discover(folder_ids=)
 WAVELET_MODES = ("approx", "compress")
 CLASS_BY = ("label", "rarest")
+# = volprep.encodings.ARRAY_ENCODINGS (a test holds them equal; importing it would close a cycle)
+PAYLOAD_ENCODINGS = ("raw", "deflate", "deflate-shuffle")
 # The contract's [augment] defaults, used when a config has no [augment] table.
 DEFAULT_AUGMENT = {"flip_axes": [0], "rotate_deg": 10.0, "scale": [0.9, 1.1], "shift_vox": 3.0}
 @dataclasses.dataclass(frozen=True)
@@ -125,17 +130,25 @@ class ReadConfig:
         non_finite: NaN/Inf voxels ``"fail"`` the case, or are replaced by ``"zero"``.
         allow_rgb: read RGB volumes as channels.
         affine_tolerance: how far (mm) the affines of a case's images and mask may differ (>= 0).
+        dicom_series: a folder holding several DICOM series: ``"split"`` it into one case a
+            series, or ``"refuse"`` each of them, naming every series in the folder.
+        dicom_case_id: ``"folder"`` (its name, ``_s<SeriesNumber>`` when it holds several) or
+            ``"series_uid"`` (``dcm-`` + 12 hex digits hashing SeriesInstanceUID: no names).
     """
 
     max_bytes: int = key("string", "integer", default=4 * 1024**3, hint="a size like '4GiB', or bytes")
     non_finite: str = key("string", default="fail")
     allow_rgb: bool = key("boolean", default=False)
     affine_tolerance: float = key("number", default=1e-3, hint="mm")
+    dicom_series: str = key("string", default="split")
+    dicom_case_id: str = key("string", default="folder")
 
     def __post_init__(self) -> None:
         check_types(self, "read")
         object.__setattr__(self, "max_bytes", parse_size(self.max_bytes, key="read.max_bytes"))
         choice(self.non_finite, "read.non_finite", NON_FINITE)
+        choice(self.dicom_series, "read.dicom_series", DICOM_SERIES)
+        choice(self.dicom_case_id, "read.dicom_case_id", tuple(DICOM_CASE_IDS))
         at_least(self.affine_tolerance, "read.affine_tolerance", 0, " mm")
 
 
@@ -162,6 +175,13 @@ class PreprocessConfig:
         ct_window: CT window ``[low, high]`` in HU, low < high.
         dataset_stats: normalise with dataset-level statistics (a pass over the cache).
         dtype: stored dtype, ``"float16"`` or ``"float32"``.
+        image_encoding, mask_encoding: how records store images (that the reduction stores
+            raw) and label volumes: ``"raw"``, ``"deflate"`` or ``"deflate-shuffle"`` (defaults:
+            raw images, deflated label volumes).
+        deflate_level: their zlib level 1..9; None: 1 for images, 6 for label volumes
+            (measured: :data:`volprep.record_spec.DEFAULT_DEFLATE_LEVEL`).
+        class_locations: voxel coordinates stored in a record of a label volume for patch
+            sampling (:mod:`volprep.locations`; at most one voxel in 64); 0: none.
     """
 
     orientation: str = key("string", default="RAS")
@@ -188,6 +208,10 @@ class PreprocessConfig:
                                           hint="[low, high] in HU")
     dataset_stats: bool = key("boolean", default=False)
     dtype: str = key("string", default="float16")
+    image_encoding: str = key("string", default="raw")
+    mask_encoding: str = key("string", default="deflate")
+    deflate_level: int | None = key("integer", default=None, hint="1..9")
+    class_locations: int = key("integer", default=4096, hint="coordinates a record, 0 for none")
 
     def __post_init__(self) -> None:
         check_types(self, "preprocess")
@@ -222,7 +246,18 @@ class PreprocessConfig:
             raise ConfigError(None, "preprocess.ct_window", f"expected [low, high] in HU with low < high, got {self.ct_window!r}")
         object.__setattr__(self, "ct_window", tuple(float(v) for v in self.ct_window))
         choice(self.dtype, "preprocess.dtype", DTYPES)
-        reductions.for_config(self).check_config(self)  # what the selected reduction needs
+        choice(self.image_encoding, "preprocess.image_encoding", PAYLOAD_ENCODINGS)
+        choice(self.mask_encoding, "preprocess.mask_encoding", PAYLOAD_ENCODINGS)
+        if self.deflate_level is not None and not 1 <= self.deflate_level <= 9:
+            raise ConfigError(None, "preprocess.deflate_level", f"expected an integer 1..9, got {self.deflate_level!r}")
+        at_least(self.class_locations, "preprocess.class_locations", 0)
+        reduction = reductions.for_config(self)
+        reduction.check_config(self)  # what the selected reduction needs
+        n = reduction.shape_multiple(self)
+        own = "raw" if self.image_encoding == "raw" else reduction.image_encoding(self, (n, n, n, 1))[0]
+        if own != "raw":
+            raise ConfigError(None, "preprocess.image_encoding", f"reduce = {self.reduce!r} (mode {self.mode!r}) "
+                              f"writes its images as {own!r}; {self.image_encoding!r} applies to raw images only")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,7 +39,8 @@ def save_figure(fig: Figure, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=DPI)
+        # zlib level 1: a third faster than the default 6 on a montage, files ~10% larger
+        fig.savefig(tmp, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is for reading
         os.replace(tmp, path)
     finally:

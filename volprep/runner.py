@@ -36,26 +36,24 @@ from volprep.backends import WorkerDied, default_workers, run_tasks
 from volprep.cache import CaseCache
 from volprep.cases import Case, Dataset, discover, read_split_file, subset_from_column
 from volprep.classes import PlanEntry
-from volprep.config import PipelineConfig
-from volprep.convert import CaseResult, convert_case
+from volprep.config import DICOM_CASE_IDS, PipelineConfig
+from volprep.convert import CaseResult, convert_case, warm_up
 from volprep.errors import InputError, JobError, UsageError
 from volprep.lock import output_lock
 from volprep.manifest import Manifest, build_manifest, write_manifest
 from volprep.plan import Plan, make_plan, plan_json, previous_splits
 from volprep.preprocess import plan_target_shape
 from volprep.progress import Progress
+from volprep.record_spec import RecordSpec, make_record_spec, record_bytes_estimate
 from volprep.seeds import order_key
 from volprep.shards import (
     RecordRef,
-    RecordSpec,
     ShardFailed,
     ShardInfo,
     ShardTask,
     atomic_write_json,
     atomic_write_text,
-    make_record_spec,
     order_records,
-    record_bytes_estimate,
     shard_bounds,
     shard_count,
     split_tag,
@@ -163,8 +161,11 @@ class _Job:
 
     def run(self) -> JobResult:
         cfg = self.config
+        if not self.scheduler and self.memory_limit is None:
+            backends.warm_up(warm_up, self.workers)  # workers start while discovery runs
         with self.stage("discover"):
-            dataset = discover(self.data, unlabelled=cfg.job.unlabelled)
+            dataset = discover(self.data, unlabelled=cfg.job.unlabelled,
+                               folder_ids=DICOM_CASE_IDS[cfg.read.dicom_case_id])
         self.notes.extend(dataset.notes)
         for case_id, path, problem in dataset.problems:
             self.fail(Failure(case_id, path, problem))

@@ -174,7 +174,10 @@ def normalization_params(
         ValueError: an unknown normaliser (config validation makes it unreachable).
     """
     use = dataset_stats if dataset_stats is not None else stats
-    lo, hi, sub, div = [], [], [], []
+    lo: list[float] = []
+    hi: list[float] = []
+    sub: list[float] = []
+    div: list[float] = []
     inf = float("inf")
     for st in use:
         if cfg.normalize == "zscore":
