@@ -46,13 +46,13 @@ BATCH = 4
 TASKS = ("tissue", "atlas", "grid", "mni1mm")
 # whole-job settings: name -> [preprocess] lines
 JOBS = {
-    "raw": "",
+    "raw": 'mask_encoding = "raw"\n',
     "mask-deflate": 'mask_encoding = "deflate"\n',
     "mask-deflate+image-deflate": 'mask_encoding = "deflate"\nimage_encoding = "deflate"\n',
     "mask-deflate+image-deflate-shuffle": 'mask_encoding = "deflate"\nimage_encoding = "deflate-shuffle"\n',
 }
 NNUNET_LIKE = {  # mni1mm only: nnU-Net's storage setting (crop to the foreground, float32)
-    "float32-cropped-raw": 'crop_foreground = true\ndtype = "float32"\n',
+    "float32-cropped-raw": 'crop_foreground = true\ndtype = "float32"\nmask_encoding = "raw"\n',
     "float32-cropped-deflate": ('crop_foreground = true\ndtype = "float32"\nmask_encoding = "deflate"\n'
                                 'image_encoding = "deflate-shuffle"\n'),
 }

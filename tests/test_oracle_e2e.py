@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -64,12 +65,23 @@ RESAMPLE_SPACING = 3.0
 # ---------------------------------------------------------------- plain TensorFlow reader
 
 
+def readme_decode(value: bytes, feature: dict[str, Any]) -> np.ndarray:
+    """An array payload decoded as README's "Records" documents it (Python's zlib, numpy)."""
+    dtype = np.dtype(feature["dtype"]).newbyteorder("<")
+    if feature["encoding"] != "raw":
+        value = zlib.decompress(value)
+    if feature["encoding"] == "deflate-shuffle":  # plane k holds byte k of every element
+        value = np.frombuffer(value, np.uint8).reshape(dtype.itemsize, -1).T.tobytes()
+    return np.frombuffer(value, dtype).reshape(feature["shape"])
+
+
 def read_records(out: Path, manifest: dict[str, Any], split: str) -> list[dict[str, Any]]:
     """Every record of a split, parsed by plain TensorFlow from the manifest's features only.
 
     "raw" features become numpy arrays (little-endian bytes of the feature's dtype and
-    shape), "int64" ones numpy integers of their shape, "bytes" ones ``bytes``; any other
-    encoding (a wavelet layout) stays bytes.
+    shape), "deflate" ones too after Python's ``zlib.decompress`` (and "deflate-shuffle"
+    after joining the byte planes, as README's "Records" says), "int64" ones numpy integers
+    of their shape, "bytes" ones ``bytes``; any other encoding (a wavelet layout) stays bytes.
     """
     spec = {}
     for name, feature in manifest["features"].items():
@@ -86,9 +98,8 @@ def read_records(out: Path, manifest: dict[str, Any], split: str) -> list[dict[s
         row: dict[str, Any] = {}
         for name, feature in manifest["features"].items():
             value = example[name].numpy()
-            if feature["encoding"] == "raw":
-                dtype = np.dtype(feature["dtype"]).newbyteorder("<")
-                value = np.frombuffer(value, dtype).reshape(feature["shape"])
+            if feature["encoding"] in ("raw", "deflate", "deflate-shuffle"):
+                value = readme_decode(value, feature)
             row[name] = value
         rows.append(row)
     return rows

@@ -192,7 +192,7 @@ def test_sparse_atlas_labels_survive(jobs: Callable[[str], Job]) -> None:
     """Atlas: hundreds of sparse ids up to 1605, stored int16, every case converted."""
     job = jobs("atlas")
     mask = job.manifest["features"]["label"]
-    assert mask["dtype"] == "int16" and mask["encoding"] == "raw"
+    assert mask["dtype"] == "int16" and mask["encoding"] == "deflate"  # label volumes: deflated by default
     values = set()
     for rows in job.records.values():
         for row in rows:

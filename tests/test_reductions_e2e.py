@@ -147,8 +147,8 @@ def test_reduction_through_shards_and_loader(name: str, data: Path, tmp_path: Pa
     m = read_manifest(out)
     target = TARGET_SHAPES[name]
     assert list(m.target_shape) == target and list(m.features["image"].shape) == [*target, 1]
-    # no class table: the label volume is the record's "label", a raw volume on the same grid
-    assert list(m.features["label"].shape) == target and m.features["label"].encoding == "raw"
+    # no class table: the label volume is the record's "label", a (deflated) volume on the same grid
+    assert list(m.features["label"].shape) == target and m.features["label"].encoding == "deflate"
     assert (m.fidelity is None) == (name == "none")
 
     # Everything the loader yields, both splits.
