@@ -11,8 +11,9 @@ and the files it names agree byte for byte. How:
 2. Before writing, the names about to be written are recorded in a journal
    (``OUT/.volprep-pending.json``); a rerun after a kill deletes those a manifest does
    not name. That is how volprep knows a file is its own.
-3. The manifest is replaced atomically (temporary name, fsync, rename) only after every
-   shard is in place.
+3. The manifest is replaced atomically (temporary name, fsync, rename; on an object store
+   one upload of the whole object: :mod:`volprep.storage`) only after every shard is in
+   place.
 4. Then the shards of the manifest before are *retired*, not deleted: a loader that
    opened the old manifest can finish its epoch. They are listed in
    ``OUT/.volprep-retired.json`` and deleted by the next job that publishes (so the files
