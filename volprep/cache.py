@@ -94,6 +94,16 @@ def input_fingerprint(paths: list[Path], config_key: str) -> str:
     return h.hexdigest()[:32]
 
 
+def default_cache_dir(out_dir: Path | str) -> Path:
+    """Where a job's cache lives by default: ``OUT/cache`` for a local OUT; for an
+    object-store URL (the cache is always local), ``$XDG_CACHE_HOME/volprep/<16 hex digits
+    of the URL's sha256>`` (``~/.cache`` without ``XDG_CACHE_HOME``)."""
+    if isinstance(out_dir, Path):
+        return out_dir / "cache"
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return home / "volprep" / hashlib.sha256(out_dir.encode()).hexdigest()[:16]
+
+
 def _aligned(n: int) -> int:
     return -(-n // _ALIGN) * _ALIGN
 

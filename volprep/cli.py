@@ -34,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("shards", help="convert a dataset into sharded TFRecords")
     s.add_argument("data", help="dataset folder (MSD, imagesTr/labelsTr, volumes + labels.csv) or a CSV/TSV file")
-    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--out", required=True, help="output folder, or an object-store URL (s3://bucket/prefix, gs://...)")
+    s.add_argument("--cache", metavar="DIR", help="local folder of the conversion cache (default: OUT/cache; "
+                   "for a URL OUT, ~/.cache/volprep/<hash of OUT>)")
     s.add_argument("--config", help="pipeline TOML (default: built-in defaults)")
     s.add_argument("--workers", type=int, help="local worker processes (default: all cores)")
     s.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
@@ -156,8 +158,10 @@ def _shards(args: argparse.Namespace) -> int:
         workers, reason = backends.worker_count(workers, backends.usable_cores())
         if reason is not None:
             print(f"volprep: --workers {args.workers} capped to {workers} ({reason})", file=sys.stderr)
+    if args.cache is not None and "://" in args.cache:
+        raise UsageError(f"--cache {args.cache}: the cache must be a local folder (it is read at random, a case at a time)")
     result = run_job(args.data, args.out, config, workers=workers, scheduler=args.scheduler,
-                     memory_limit=memory, quiet=args.quiet)
+                     memory_limit=memory, quiet=args.quiet, cache_dir=args.cache)
     if not args.no_report:
         from volprep.report import write_report_warned
 
@@ -230,7 +234,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from volprep.report import write_report
 
-    path = write_report(Path(args.out))
+    path = write_report(args.out)
     print(f"volprep report: {path}")
     return EXIT_OK
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from volprep import loader_patches
+from volprep import loader_files, loader_patches, storage
 from volprep.errors import UsageError
 from volprep.malloc import tune_allocator
 from volprep.manifest import read_manifest
@@ -109,7 +109,9 @@ def load(
     """A ``tf.data.Dataset`` of ``(image, label)`` batches from a volprep shard folder.
 
     Args:
-        path: the folder holding ``manifest.json`` and the shards.
+        path: the folder holding ``manifest.json`` and the shards, or its URL (``gs://`` is
+            read by TensorFlow itself; ``s3://`` and other fsspec stores are streamed through
+            fsspec: :mod:`volprep.loader_files`).
         split: which split to read.
         batch_size: volumes a batch (with ``input_context``: the *global* batch size; each
             replica gets ``input_context.get_per_replica_batch_size(batch_size)``).
@@ -196,7 +198,9 @@ def load(
         records_a_batch = loader_patches.volume_batch(batch_size, patches_per_volume)
     shards = manifest.splits[split].shards
     plan = host_plan([s.num_records for s in shards], num_shards, shard_index)
-    files = [str(Path(path) / shards[i].file) for i in plan.files]
+    where = storage.location(path)
+    files = [str(storage.join(where, shards[i].file)) for i in plan.files]
+    read_file = loader_files.file_reader(tf, loader_files.native(tf, where), READ_BUFFER_BYTES)
     autotune = tf.data.AUTOTUNE
     ordered = bool(deterministic)
 
@@ -210,7 +214,7 @@ def load(
     # process (62-83 ms without; the time to the first batch in bench_load.py).
     plain = tf.autograph.experimental.do_not_convert
     ds = ds.interleave(
-        plain(lambda f: tf.data.TFRecordDataset(f, buffer_size=READ_BUFFER_BYTES)),
+        plain(read_file),
         cycle_length=max(1, min(len(files), cycle_length or DEFAULT_CYCLE_LENGTH)),
         block_length=block_length or DEFAULT_BLOCK_LENGTH,
         num_parallel_calls=autotune,

@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from volprep import __version__
+from volprep import __version__, storage
 from volprep.errors import JobError, UsageError
 from volprep.record_spec import RecordSpec
 from volprep.schema import Schema, SchemaError
-from volprep.shards import ShardInfo, atomic_write_json
+from volprep.shards import ShardInfo
 
 FORMAT_VERSION = 2  # 2: shard names carry a content tag; every record has its "affine"
 MANIFEST = "manifest.json"
@@ -277,10 +277,10 @@ def _fidelity(metas: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
     return out
 
 
-def write_manifest(out_dir: Path, manifest: Manifest) -> Path:
-    """Writes ``manifest.json`` atomically (sorted keys: equal content, equal bytes)."""
-    path = Path(out_dir) / MANIFEST
-    atomic_write_json(path, manifest.to_dict())
+def write_manifest(out_dir: storage.Location, manifest: Manifest) -> storage.Location:
+    """Writes ``manifest.json`` whole and atomically (sorted keys: equal content, equal bytes)."""
+    path = storage.join(out_dir, MANIFEST)
+    storage.write_json(path, manifest.to_dict())
     return path
 
 
@@ -292,9 +292,9 @@ def read_manifest(out_dir: str | Path) -> Manifest:
             finished), not JSON, another format version, or a key missing or of the wrong
             kind (one line naming the key).
     """
-    path = Path(out_dir) / MANIFEST
+    path = storage.join(storage.location(out_dir), MANIFEST)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(storage.read_text(path))
     except FileNotFoundError:
         raise UsageError(f"{out_dir}: no {MANIFEST} (not a volprep output, or the job did not finish)") from None
     except (ValueError, OSError) as err:

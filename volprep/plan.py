@@ -21,11 +21,11 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from volprep import storage
 from volprep.balance import (
     balance_budgets,
     copy_budget,
@@ -350,7 +350,7 @@ def plan_json(plan: Plan) -> str:
                       ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def previous_splits(path: str | Path) -> dict[str, str]:
+def previous_splits(path: storage.Location) -> dict[str, str]:
     """``{case id: split}`` of a published ``plan.json`` (any plan version); ``{}`` without one.
 
     Only the splits are read, so a plan written by an older volprep still keeps its cases'
@@ -358,7 +358,7 @@ def previous_splits(path: str | Path) -> dict[str, str]:
     says so in its notes).
     """
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(storage.read_text(path))
         splits = data["splits"]
         return {str(c): str(s) for s, ids in splits.items() for c in ids}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):

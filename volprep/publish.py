@@ -11,8 +11,9 @@ and the files it names agree byte for byte. How:
 2. Before writing, the names about to be written are recorded in a journal
    (``OUT/.volprep-pending.json``); a rerun after a kill deletes those a manifest does
    not name. That is how volprep knows a file is its own.
-3. The manifest is replaced atomically (temporary name, fsync, rename) only after every
-   shard is in place.
+3. The manifest is replaced atomically (temporary name, fsync, rename; on an object store
+   one upload of the whole object: :mod:`volprep.storage`) only after every shard is in
+   place.
 4. Then the shards of the manifest before are *retired*, not deleted: a loader that
    opened the old manifest can finish its epoch. They are listed in
    ``OUT/.volprep-retired.json`` and deleted by the next job that publishes (so the files
@@ -25,35 +26,36 @@ reported (:func:`foreign_files`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from volprep.shards import SHARD_PATTERN, ShardInfo, ShardTask, atomic_write_json, sha256_file
+from volprep import storage
+from volprep.shards import SHARD_PATTERN, ShardInfo, ShardTask
+from volprep.storage import Location, join
 
 PENDING = ".volprep-pending.json"
 RETIRED = ".volprep-retired.json"
 MANIFEST = "manifest.json"
 
 
-def _read_names(path: Path, key: str) -> set[str]:
+def _read_names(path: Location, key: str) -> set[str]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(storage.read_text(path))
         return {str(n) for n in data[key]}
     except (OSError, ValueError, KeyError, TypeError):
         return set()
 
 
-def manifest_files(out_dir: Path) -> dict[str, dict[str, Any]]:
+def manifest_files(out_dir: Location) -> dict[str, dict[str, Any]]:
     """``{file name: its manifest entry}`` of the published manifest, any format version.
 
     Read leniently (a damaged or older manifest names what it names), since it only
     decides which files are volprep's; ``{}`` without a readable manifest.
     """
     try:
-        manifest = json.loads((out_dir / MANIFEST).read_text())
+        manifest = json.loads(storage.read_text(join(out_dir, MANIFEST)))
         return {str(s["file"]): dict(s) for info in manifest["splits"].values() for s in info["shards"]}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
@@ -71,7 +73,7 @@ def _OLD_PATTERN(name: str) -> bool:  # noqa: N802 - reads like the regex it wra
             and parts[1].isdigit() and parts[3].isdigit())
 
 
-def sweep(out_dir: Path) -> list[str]:
+def sweep(out_dir: Location) -> list[str]:
     """Removes what a killed job left: temporary files and unpublished shards it recorded.
 
     Call it holding the output lock, before planning a new generation.
@@ -81,22 +83,23 @@ def sweep(out_dir: Path) -> list[str]:
     """
     published = set(manifest_files(out_dir))
     removed: list[str] = []
-    for name in sorted(_read_names(out_dir / PENDING, "pending") - published):
-        if _ours(name) and _unlink(out_dir / name):
+    for name in sorted(_read_names(join(out_dir, PENDING), "pending") - published):
+        if _ours(name) and storage.remove(join(out_dir, name)):
             removed.append(name)
-    for path in sorted(out_dir.glob(".*.tmp-*")):
-        if _unlink(path):
-            removed.append(path.name)
-    (out_dir / PENDING).unlink(missing_ok=True)
+    if isinstance(out_dir, Path):  # an object store has no temporary names (see volprep.storage)
+        for path in sorted(out_dir.glob(".*.tmp-*")):
+            if storage.remove(path):
+                removed.append(path.name)
+    storage.remove(join(out_dir, PENDING))
     return removed
 
 
-def begin(out_dir: Path, names: Iterable[str]) -> None:
+def begin(out_dir: Location, names: Iterable[str]) -> None:
     """Records the shard names a job is about to write (before writing any)."""
-    atomic_write_json(out_dir / PENDING, {"pending": sorted(set(names))})
+    storage.write_json(join(out_dir, PENDING), {"pending": sorted(set(names))})
 
 
-def finish(out_dir: Path, before: Iterable[str], now: Iterable[str]) -> tuple[list[str], list[str]]:
+def finish(out_dir: Location, before: Iterable[str], now: Iterable[str]) -> tuple[list[str], list[str]]:
     """After the new manifest is published: retire the old generation, delete the one before.
 
     Args:
@@ -109,41 +112,35 @@ def finish(out_dir: Path, before: Iterable[str], now: Iterable[str]) -> tuple[li
         previous manifest's files no longer named, kept until the next job.
     """
     now_set = set(now)
-    old_retired = _read_names(out_dir / RETIRED, "retired")
-    deleted = [n for n in sorted(old_retired - now_set) if _ours(n) and _unlink(out_dir / n)]
+    old_retired = _read_names(join(out_dir, RETIRED), "retired")
+    deleted = [n for n in sorted(old_retired - now_set) if _ours(n) and storage.remove(join(out_dir, n))]
     retired = sorted((set(before) | old_retired) - now_set - set(deleted))
-    retired = [n for n in retired if (out_dir / n).exists()]
+    present = set(storage.list_names(out_dir, "*.tfrecord"))
+    retired = [n for n in retired if n in present]
     if retired:
-        atomic_write_json(out_dir / RETIRED, {"retired": retired})
+        storage.write_json(join(out_dir, RETIRED), {"retired": retired})
     else:
-        (out_dir / RETIRED).unlink(missing_ok=True)
-    (out_dir / PENDING).unlink(missing_ok=True)
+        storage.remove(join(out_dir, RETIRED))
+    storage.remove(join(out_dir, PENDING))
     return deleted, retired
 
 
-def foreign_files(out_dir: Path) -> list[str]:
+def foreign_files(out_dir: Location) -> list[str]:
     """``*.tfrecord`` files in OUT that volprep did not write (left alone, reported)."""
-    known = set(manifest_files(out_dir)) | _read_names(out_dir / RETIRED, "retired")
-    known |= _read_names(out_dir / PENDING, "pending")
-    return sorted(p.name for p in out_dir.glob("*.tfrecord") if p.name not in known)
+    known = set(manifest_files(out_dir)) | _read_names(join(out_dir, RETIRED), "retired")
+    known |= _read_names(join(out_dir, PENDING), "pending")
+    return [n for n in storage.list_names(out_dir, "*.tfrecord") if n not in known]
 
 
-def _unlink(path: Path) -> bool:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-        return True
-    return False
-
-
-def already_written(out_dir: Path, entry: dict[str, Any] | None, task: ShardTask) -> ShardInfo | None:
+def already_written(out_dir: Location, entry: dict[str, Any] | None, task: ShardTask) -> ShardInfo | None:
     """The published shard of the same name, if its file still holds exactly its bytes."""
     if entry is None or entry.get("num_records") != len(task.records):
         return None
-    path = out_dir / task.file_name
+    path = join(out_dir, task.file_name)
     try:
-        if path.stat().st_size != entry["num_bytes"]:
+        if storage.size(path) != entry["num_bytes"]:
             return None
-        if sha256_file(path) != entry["sha256"]:
+        if storage.sha256(path) != entry["sha256"]:
             return None
     except (OSError, KeyError):
         return None

@@ -19,6 +19,7 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 
+from volprep import storage
 from volprep.errors import DataError
 
 FeatureValue = bytes | str | int | float | np.ndarray | Sequence[int] | Sequence[float]
@@ -182,12 +183,12 @@ def frame_record(data: bytes) -> bytes:
 
 
 def iter_records(path: str | Path, *, check_crc: bool = True) -> Iterator[bytes]:
-    """Yields the records of a TFRecord file, checking every CRC.
+    """Yields the records of a TFRecord file (or object, at a URL), checking every CRC.
 
     Raises:
         DataError: a truncated frame or a CRC mismatch (names the file and the record index).
     """
-    with open(path, "rb") as fh:
+    with storage.open_read(storage.location(path)) as fh:
         index = 0
         while True:
             head = fh.read(12)

@@ -15,9 +15,11 @@ error is raised to the caller, never swallowed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from volprep import storage
 from volprep.errors import DataError
 from volprep.manifest import Manifest, SplitEntry, read_manifest
 from volprep.records import decode_example, iter_records
@@ -34,7 +37,7 @@ from volprep.report_html import REPORT_DIR, page_html
 from volprep.report_montage import plot_montage
 from volprep.report_select import MontageRow, Sample, choose_montage, take_slices, voxel_sample
 from volprep.schema import Schema
-from volprep.shards import atomic_write_text
+from volprep.storage import Location, join, write_text
 from volprep.summary import inspect_text, summary_text
 
 if TYPE_CHECKING:
@@ -109,13 +112,13 @@ def _spacing(example: Mapping[str, Any], features: Schema) -> tuple[float, float
     return (i, j, k)
 
 
-def _iter_split(out_dir: Path, split: str, info: SplitEntry,
+def _iter_split(out_dir: Location, split: str, info: SplitEntry,
                 problems: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """The split's records, parsed, each with where it is (``"FILE: record N"``); what cannot
     be read goes to ``problems`` (and is skipped)."""
     for shard in info.shards:
-        path = out_dir / shard.file
-        if not path.is_file():
+        path = join(out_dir, shard.file)
+        if not (path.is_file() if isinstance(path, Path) else storage.exists(path)):
             problems.append(f"{shard.file} ({split}): missing; its records are not in the plots")
             continue
         try:
@@ -131,7 +134,7 @@ def _iter_split(out_dir: Path, split: str, info: SplitEntry,
             problems.append(f"{err}; the rest of this shard was not read")
 
 
-def read_samples(out_dir: Path, manifest: Manifest, rows: Sequence[MontageRow], *,
+def read_samples(out_dir: Location, manifest: Manifest, rows: Sequence[MontageRow], *,
                  hist_records: int = 8, fallback_per_class: int = 2) -> ReadBack:
     """Reads the records the plots need, and no more.
 
@@ -249,8 +252,8 @@ def _class_name(example: Mapping[str, Any], manifest: Manifest) -> str:
 # ----------------------------------------------------------------------------- entry point
 
 
-def write_report(out_dir: Path, result: JobResult | None = None, *, per_class: int = 2,
-                 copies: int = 2, hist_records: int = 8) -> Path:
+def write_report(out_dir: Location | str, result: JobResult | None = None, *, per_class: int = 2,
+                 copies: int = 2, hist_records: int = 8) -> Location:
     """Writes ``OUT/report/``: class_counts.png, montage.png, histograms.png, summary.txt, index.html.
 
     Args:
@@ -264,6 +267,9 @@ def write_report(out_dir: Path, result: JobResult | None = None, *, per_class: i
         hist_records: records per split (and per kind: originals, copies) sampled for the
             histograms.
 
+    For an object-store OUT the files are drawn in a local temporary folder, then uploaded
+    to ``OUT/report/``, one object each.
+
     Data the report cannot read (a missing shard, a record that fails its CRC or does not
     decode, an unreadable ``plan.json``) does not stop it: the figures are drawn without it,
     each problem is listed in ``index.html`` and one warning line is logged. Anything else
@@ -276,7 +282,7 @@ def write_report(out_dir: Path, result: JobResult | None = None, *, per_class: i
     Raises:
         UsageError: the folder has no readable manifest.
     """
-    out_dir = Path(out_dir)
+    out_dir = storage.location(out_dir)
     manifest = result.manifest if result is not None else read_manifest(out_dir)
     problems: list[str] = []
     try:
@@ -284,9 +290,27 @@ def write_report(out_dir: Path, result: JobResult | None = None, *, per_class: i
     except ValueError as err:
         problems.append(f"{err}; the figures were drawn without the plan")
         plan = None
-    report_dir = out_dir / REPORT_DIR
-    report_dir.mkdir(parents=True, exist_ok=True)
+    with _drawing_folder(out_dir) as report_dir:
+        _draw(out_dir, report_dir, manifest, plan, problems, result, per_class, copies, hist_records)
+    index = join(out_dir, REPORT_DIR, "index.html")
+    log.info("report: %s", index)
+    return index
 
+
+@contextlib.contextmanager
+def _drawing_folder(out_dir: Location) -> Iterator[Path]:
+    """``OUT/report`` itself for a local OUT; a temporary folder uploaded after, for a URL."""
+    if isinstance(out_dir, Path):
+        (out_dir / REPORT_DIR).mkdir(parents=True, exist_ok=True)
+        yield out_dir / REPORT_DIR
+        return
+    with tempfile.TemporaryDirectory(prefix="volprep-report-") as tmp:
+        yield Path(tmp)
+        storage.upload_tree(Path(tmp), join(out_dir, REPORT_DIR))
+
+
+def _draw(out_dir: Location, report_dir: Path, manifest: Manifest, plan: dict[str, Any] | None,
+          problems: list[str], result: JobResult | None, per_class: int, copies: int, hist_records: int) -> None:
     rows = choose_montage(manifest, plan, per_class=per_class, copies=copies)
     back = read_samples(out_dir, manifest, rows, hist_records=hist_records, fallback_per_class=per_class)
     problems += back.problems
@@ -303,14 +327,14 @@ def write_report(out_dir: Path, result: JobResult | None = None, *, per_class: i
         summary = summary_text(result, color=False, report=True, plan=plan or {})
     else:
         summary = inspect_text(manifest, str(out_dir))
-    atomic_write_text(report_dir / "summary.txt", summary + "\n")
+    write_text(report_dir / "summary.txt", summary + "\n")
     index = report_dir / "index.html"
-    atomic_write_text(index, page_html(out_dir, manifest, plan, summary, FIGURES, back.records_read, problems))
+    write_text(index, page_html(out_dir, manifest, plan, summary, FIGURES, back.records_read, problems,
+                                report_dir=report_dir))
     if problems:
         log.warning("report: %d problem(s) reading %s, listed in %s; first: %s",
-                    len(problems), out_dir, index, problems[0])
-    log.info("report: %s (%d records read)", index, back.records_read)
-    return index
+                    len(problems), out_dir, join(out_dir, REPORT_DIR, "index.html"), problems[0])
+    log.info("report: %d records read", back.records_read)
 
 
 def write_report_warned(result: JobResult) -> None:

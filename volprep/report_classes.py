@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from volprep import storage
 from volprep.manifest import ClassTable, Manifest
 
 BALANCE_NOT_APPLICABLE = "balancing by case does not apply"
@@ -138,9 +139,9 @@ def read_plan(out_dir: str | Path) -> dict[str, Any] | None:
     Raises:
         ValueError: the file is not valid JSON, or not a JSON object.
     """
-    path = Path(out_dir) / "plan.json"
+    path = storage.join(storage.location(out_dir), "plan.json")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(storage.read_text(path))
     except FileNotFoundError:
         return None
     except ValueError as err:

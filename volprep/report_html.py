@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from volprep.manifest import Manifest
+from volprep.storage import Location, basename, join
+from volprep.storage import exists as exists_at
 from volprep.summary import human_size
 
 REPORT_DIR = "report"
@@ -49,8 +51,9 @@ _CAPTIONS = {
 }
 
 
-def page_html(out_dir: Path, manifest: Manifest, plan: Mapping[str, Any] | None, summary: str,
-              figures: Sequence[str], records_read: int, problems: Sequence[str] = ()) -> str:
+def page_html(out_dir: Location, manifest: Manifest, plan: Mapping[str, Any] | None, summary: str,
+              figures: Sequence[str], records_read: int, problems: Sequence[str] = (),
+              report_dir: Path | None = None) -> str:
     """The page: summary, balancing explanation, problems, figures, failures, files, shards.
 
     Args:
@@ -61,12 +64,15 @@ def page_html(out_dir: Path, manifest: Manifest, plan: Mapping[str, Any] | None,
         figures: the PNG names, in display order.
         records_read: records read for the plots (said in the header).
         problems: what could not be read (one line each); the section is left out when empty.
+        report_dir: the local folder the report is written in (``OUT/report`` by default; a
+            local staging folder for an object-store OUT).
 
     Returns:
         The HTML text.
     """
     e = html.escape
-    name = manifest.dataset.name or out_dir.name
+    name = manifest.dataset.name or basename(out_dir)
+    report_at: Location = report_dir if report_dir is not None else join(out_dir, REPORT_DIR)
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>volprep report: {e(str(name))}</title><style>{_CSS}</style></head><body>",
@@ -110,7 +116,7 @@ def page_html(out_dir: Path, manifest: Manifest, plan: Mapping[str, Any] | None,
                        ("timings.json", "wall time per stage"),
                        ("summary.txt", "this summary as text")):
         href = file if file == "summary.txt" else f"../{file}"
-        exists = (out_dir / REPORT_DIR / file).exists() if file == "summary.txt" else (out_dir / file).exists()
+        exists = exists_at(join(report_at, file)) if file == "summary.txt" else exists_at(join(out_dir, file))
         mark = "" if exists else ' <span class="muted">(not present)</span>'
         parts.append(f'<li><a href="{e(href)}">{e(file)}</a>: {e(what)}{mark}</li>')
     parts.append("</ul>")

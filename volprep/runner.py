@@ -30,16 +30,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from volprep import backends, publish
+from volprep import backends, publish, storage
 from volprep.augment.spec import Params, sample
 from volprep.backends import WorkerDied, default_workers, run_tasks
-from volprep.cache import CaseCache
+from volprep.cache import CaseCache, default_cache_dir
 from volprep.cases import Case, Dataset, discover, read_split_file, subset_from_column
 from volprep.classes import PlanEntry
 from volprep.config import DICOM_CASE_IDS, PipelineConfig
 from volprep.convert import CaseResult, convert_case, warm_up
 from volprep.errors import InputError, JobError, UsageError
-from volprep.lock import output_lock
+from volprep.lock import Lease, output_lock
 from volprep.manifest import Manifest, build_manifest, write_manifest
 from volprep.plan import Plan, make_plan, plan_json, previous_splits
 from volprep.preprocess import plan_target_shape
@@ -51,8 +51,6 @@ from volprep.shards import (
     ShardFailed,
     ShardInfo,
     ShardTask,
-    atomic_write_json,
-    atomic_write_text,
     order_records,
     shard_bounds,
     shard_count,
@@ -80,7 +78,7 @@ class Failure:
 class JobResult:
     """What a finished job did (the summary and the tests read it)."""
 
-    out_dir: Path
+    out_dir: storage.Location
     exit_code: int
     manifest: Manifest
     failures: list[Failure]
@@ -101,8 +99,13 @@ def run_job(
     scheduler: str | None = None,
     memory_limit: int | None = None,
     quiet: bool = False,
+    cache_dir: str | Path | None = None,
 ) -> JobResult:
     """Converts a dataset into sharded TFRecords plus a manifest under ``out_dir``.
+
+    ``out_dir`` is a local folder or an object-store URL (``s3://``, ``gs://``:
+    :mod:`volprep.storage`). The conversion cache is always a local folder: ``cache_dir``,
+    by default ``OUT/cache`` for a local OUT and :func:`volprep.cache.default_cache_dir` for a URL.
 
     Raises:
         UsageError: a missing dataset, an unwritable or locked output folder, a target
@@ -111,35 +114,31 @@ def run_job(
         JobError: nothing could be published (every case failed, ``on_error = "fail"``,
             no space left on the output's disk).
     """
-    data, out_dir = Path(data), Path(out_dir)
+    data, out_dir = Path(data), storage.location(out_dir)
     if not data.exists():
         raise UsageError(f"{data}: no such dataset (a folder, a dataset.json folder or a CSV/TSV file)")
     if not os.access(data, os.R_OK) or (data.is_dir() and not os.access(data, os.X_OK)):
         raise UsageError(f"{data}: cannot read the dataset (permission denied)")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise UsageError(f"{out_dir}: cannot write here ({err.strerror or err})") from None
-    with output_lock(out_dir):
+    storage.check_writable(out_dir)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(out_dir)
+    with output_lock(out_dir) as lease:
         return _Job(data, out_dir, config, workers or default_workers(), scheduler,
-                    memory_limit, quiet).run()
+                    memory_limit, quiet, cache, lease).run()
 
 
 class _Job:
-    def __init__(self, data: Path, out_dir: Path, config: PipelineConfig, workers: int,
-                 scheduler: str | None, memory_limit: int | None, quiet: bool) -> None:
+    def __init__(self, data: Path, out_dir: storage.Location, config: PipelineConfig, workers: int,
+                 scheduler: str | None, memory_limit: int | None, quiet: bool, cache_dir: Path,
+                 lease: Lease | None) -> None:
         self.data, self.out_dir, self.config = data, out_dir, config
         self.workers, self.scheduler, self.memory_limit = workers, scheduler, memory_limit
-        self.quiet = quiet
+        self.quiet, self.lease = quiet, lease
         self.failures: list[Failure] = []
         self.timings: dict[str, float] = {}
         self.notes: list[str] = []  # about the content: they go into the manifest
         self.events: list[str] = []  # about this run on this OUT (reuse, clean-up): summary only
         self.warnings: list[str] = []
-        self.cache_dir = out_dir / "cache"
+        self.cache_dir = cache_dir
 
     def fail(self, failure: Failure, progress: Progress | None = None) -> None:
         self.failures.append(failure)
@@ -206,12 +205,14 @@ class _Job:
         manifest = build_manifest(dataset=dataset, data_name=self.data.name, plan=plan, spec=spec,
                                   shards=shards, metas={k: r.meta for k, r in ok.items()},
                                   failures=self.failures, notes=self.notes, config=cfg)
-        atomic_write_text(self.out_dir / "plan.json", plan_json(plan))
+        if self.lease is not None:
+            self.lease.check()  # a job overtaken after its lease expired publishes nothing
+        storage.write_text(storage.join(self.out_dir, "plan.json"), plan_json(plan))
         write_manifest(self.out_dir, manifest)
         deleted, retired = publish.finish(self.out_dir, before, publish.manifest_files(self.out_dir))
         self.report_files(deleted, retired)
         self.write_failures()
-        atomic_write_json(self.out_dir / "timings.json", self.timings)
+        storage.write_json(storage.join(self.out_dir, "timings.json"), self.timings)
         for split, info in manifest.splits.items():
             if info.num_records == 0:
                 self.warnings.append(f"split {split!r} holds 0 records: volprep.load(split={split!r}) "
@@ -231,10 +232,10 @@ class _Job:
 
     # -- convert -------------------------------------------------------------------------
     def convert(self, dataset: Dataset, cases: list[Case], weights: list[int]) -> list[CaseResult]:
-        self.cache_dir.mkdir(exist_ok=True)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
         CaseCache(self.cache_dir).sweep()  # half-written cases of a killed run (we hold the lock)
-        old = self.out_dir / "cache.zarr"  # the first release's cache: another format
-        if old.is_dir():
+        old = self.out_dir / "cache.zarr" if isinstance(self.out_dir, Path) else None  # the first release's
+        if old is not None and old.is_dir():  # cache: another format
             shutil.rmtree(old, ignore_errors=True)
             self.events.append("removed the cache of an earlier volprep (cache.zarr): every case converted afresh")
         declared = tuple(sorted(dataset.label_names)) if dataset.label_names else None
@@ -299,7 +300,7 @@ class _Job:
         user = {c.case_id: c.split for c in dataset.cases if c.split}  # a `split` column...
         if cfg.job.split_file:  # ... and the config's split file, which wins (the more explicit)
             user = {**user, **read_split_file(cfg.job.split_file, cfg.job.split_fold)}
-        previous = previous_splits(self.out_dir / "plan.json")
+        previous = previous_splits(storage.join(self.out_dir, "plan.json"))
         plan = make_plan(entries, dataset.class_names, cfg.job, cfg.balance, subset=subset,
                          augment_sampler=sampler, label_names=dataset.label_names,
                          user_splits=user, previous=previous)
@@ -382,7 +383,7 @@ class _Job:
         writer.writerow(["case", "path", "error"])
         for f in sorted(self.failures, key=lambda f: (f.case, f.path)):
             writer.writerow([f.case, f.path, f.error])
-        atomic_write_text(self.out_dir / "failures.csv", buf.getvalue())
+        storage.write_text(storage.join(self.out_dir, "failures.csv"), buf.getvalue())
 
 
 

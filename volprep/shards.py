@@ -8,8 +8,9 @@ count, not by running byte totals, so a shard's content never depends on another
 shard's). Each shard is one task: it loads its cases from the cache (checked against their
 checksums), cuts each case's target window (:func:`volprep.preprocess.window_case`, the
 one crop/pad of the flow), normalises, renders planned augmented copies, encodes
-``tf.train.Example`` records, writes them to a temporary name, fsyncs and renames; its
-sha256 is computed on the bytes written.
+``tf.train.Example`` records and writes them whole (:func:`volprep.storage.writing`: a
+temporary name and a rename locally, one upload to an object store); its sha256 is
+computed on the bytes written.
 
 Shard files are named ``<split>-<tag>-<index:05d>-of-<count:05d>.tfrecord``. The tag is a
 hash of everything that decides the split's bytes (record spec, ordered records, each
@@ -24,7 +25,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,11 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from volprep import kernels
+from volprep import kernels, storage
 from volprep.augment import numpy_ops
 from volprep.augment.spec import Params
 from volprep.cache import CacheDamaged, CaseCache
 from volprep.encodings import ARRAY_ENCODINGS
+from volprep.errors import UsageError
 from volprep.geometry import Grid
 from volprep.locations import sample_locations
 from volprep.preprocess import normalize, window_case
@@ -198,21 +199,22 @@ def _stats_list(stats: tuple[dict[str, float], ...] | None) -> list[dict[str, fl
 
 
 def write_shard(task: ShardTask) -> ShardInfo | ShardFailed:
-    """Writes one shard atomically: temporary name, fsync, rename; returns its checksum.
+    """Writes one shard whole (:func:`volprep.storage.writing`); returns its checksum.
 
-    A shard is never visible under its final name until it is complete. Memory holds one
-    case (and its record) at a time. A cache entry that fails its checks, or a write that
-    fails (no space left), gives :class:`ShardFailed` and leaves nothing behind.
+    A shard is never visible under its final name until it is complete: locally a
+    temporary name, fsync and rename; in an object store one upload of the finished file.
+    Memory holds one case (and its record) at a time. A cache entry that fails its checks,
+    or a write that fails (no space left, a store that refuses), gives :class:`ShardFailed`
+    and leaves nothing behind.
     """
     cache = CaseCache(Path(task.spec.cache_dir))
     schema = task.spec.schema()
-    final = Path(task.out_dir) / task.file_name
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    final = storage.join(storage.location(task.out_dir), task.file_name)
     digest = hashlib.sha256()
     counts: dict[int, int] = {}
     size = 0
     try:
-        with open(tmp, "wb") as fh:
+        with storage.writing(final) as fh:
             for ref in task.records:
                 record, class_id = render_record(task.spec, ref, cache.load(ref.case_id), schema)
                 for part in frame_parts(record):
@@ -221,53 +223,10 @@ def write_shard(task: ShardTask) -> ShardInfo | ShardFailed:
                     size += len(part)
                 if class_id is not None:
                     counts[class_id] = counts.get(class_id, 0) + 1
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        fsync_dir(final.parent)
     except CacheDamaged as err:
         return ShardFailed(task.file_name, str(err))
     except OSError as err:
         return ShardFailed(task.file_name, f"cannot write {err.filename or final}: {err.strerror or err}")
-    finally:
-        tmp.unlink(missing_ok=True)
+    except UsageError as err:  # a store's refusal, in one line
+        return ShardFailed(task.file_name, str(err))
     return ShardInfo(task.file_name, len(task.records), size, digest.hexdigest(), counts)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    """Makes a rename in ``path`` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes a text file atomically (temporary name, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Writes JSON atomically, sorted keys, so equal content gives equal bytes."""
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")

@@ -18,9 +18,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+from volprep import storage
 from volprep.manifest import ClassTable, DatasetInfo, Manifest, SplitEntry
 from volprep.report_classes import (
     balance_not_applicable,
@@ -185,7 +185,7 @@ def summary_text(result: Any, max_failures: int = 5, *, color: bool | None = Non
     """
     on = _use_color(color)
     m: Manifest = result.manifest
-    out_dir = Path(result.out_dir)
+    out_dir = storage.location(result.out_dir)
     failures = sorted(result.failures, key=lambda f: (str(f.case), str(f.path)))  # as in the manifest
     failed = len(failures)
     if failed:
@@ -200,7 +200,7 @@ def summary_text(result: Any, max_failures: int = 5, *, color: bool | None = Non
     if failed > max_failures:
         lines.append(_row("", f"... and {failed - max_failures} more"))
     if failed:
-        lines.append(_row("", f"full list: {out_dir / 'failures.csv'} (and the manifest's \"failures\")"))
+        lines.append(_row("", f"full list: {storage.join(out_dir, 'failures.csv')} (and the manifest's \"failures\")"))
     split_rows = _split_rows(m.splits)
     for i, row in enumerate(split_rows):
         lines.append(_row("splits" if i == 0 else "", row))
@@ -225,8 +225,8 @@ def summary_text(result: Any, max_failures: int = 5, *, color: bool | None = Non
     for i, note in enumerate(notes):
         lines.append(_row("notes" if i == 0 else "", note))
     lines.append(_row("time", _times_text(result.timings)))
-    index = out_dir / "report" / "index.html"
-    if report or (report is None and index.exists()):
+    index = storage.join(out_dir, "report", "index.html")
+    if report or (report is None and storage.exists(index)):
         lines.append(_row("report", str(index)))
     lines.append(_row("load it:", ""))
     lines.extend(f"    {line}" for line in load_snippet(str(out_dir)).splitlines())

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from volprep import storage
 from volprep.lock import holder
 from volprep.manifest import MANIFEST, Manifest, ShardEntry, read_manifest
 from volprep.records import iter_records
-from volprep.shards import sha256_file
+from volprep.storage import Location, join
 
 
 def verify(out_dir: str | Path, *, parse: bool = True) -> list[str]:
     """Checks every shard against the manifest; returns one line per problem (empty: all good)."""
-    out_dir = Path(out_dir)
-    before = (out_dir / MANIFEST).read_bytes() if (out_dir / MANIFEST).is_file() else b""
+    out_dir = storage.location(out_dir)
+    before = _manifest_bytes(out_dir)
     manifest = read_manifest(out_dir)
     problems: list[str] = []
     for split, info in sorted(manifest.splits.items()):
@@ -33,7 +34,7 @@ def verify(out_dir: str | Path, *, parse: bool = True) -> list[str]:
         if total != info.num_records:
             problems.append(f"split {split}: its shards hold {total} records, manifest says {info.num_records}")
     if problems:
-        after = (out_dir / MANIFEST).read_bytes() if (out_dir / MANIFEST).is_file() else b""
+        after = _manifest_bytes(out_dir)
         who = holder(out_dir)
         if after != before or who is not None:
             return [f"{out_dir}: a job is writing this folder ({who or 'it published while verify ran'}); "
@@ -41,15 +42,25 @@ def verify(out_dir: str | Path, *, parse: bool = True) -> list[str]:
     return problems
 
 
-def _check_shard(out_dir: Path, shard: ShardEntry, manifest: Manifest, parse: bool) -> list[str]:
-    path = out_dir / shard.file
-    if not path.is_file():
+def _manifest_bytes(out_dir: Location) -> bytes:
+    try:
+        return storage.read_bytes(join(out_dir, MANIFEST))
+    except (FileNotFoundError, IsADirectoryError):
+        return b""
+
+
+def _check_shard(out_dir: Location, shard: ShardEntry, manifest: Manifest, parse: bool) -> list[str]:
+    path = join(out_dir, shard.file)
+    try:
+        size = storage.size(path)
+    except FileNotFoundError:
+        return [f"{shard.file}: missing"]
+    if isinstance(path, Path) and not path.is_file():
         return [f"{shard.file}: missing"]
     problems = []
-    size = path.stat().st_size
     if size != shard.num_bytes:
         problems.append(f"{shard.file}: {size} bytes, manifest says {shard.num_bytes}")
-    digest = sha256_file(path)
+    digest = storage.sha256(path)
     if digest != shard.sha256:
         problems.append(f"{shard.file}: sha256 {digest[:12]}... does not match the manifest's {shard.sha256[:12]}...")
     try:
@@ -63,16 +74,24 @@ def _check_shard(out_dir: Path, shard: ShardEntry, manifest: Manifest, parse: bo
     return problems
 
 
-def _parse_all(path: Path, manifest: Manifest) -> list[str]:
-    """Parses every record of one shard with TensorFlow; returns problems."""
+def _parse_all(path: Location, manifest: Manifest) -> list[str]:
+    """Parses every record of one shard with TensorFlow; returns problems.
+
+    A local file is read with TensorFlow's own TFRecord reader; an object (TensorFlow 2.21
+    has no S3 filesystem) with :func:`volprep.records.iter_records`, parsed by TensorFlow.
+    """
     import tensorflow as tf
 
     from volprep.schema_tf import decode_batch, parse_spec
 
     spec = parse_spec(manifest.features)
     problems: list[str] = []
+    if isinstance(path, Path):
+        records = tf.data.TFRecordDataset(str(path), buffer_size=1 << 20)
+    else:
+        records = tf.data.Dataset.from_generator(lambda: iter_records(path), output_signature=tf.TensorSpec([], tf.string))
     try:
-        for batch in tf.data.TFRecordDataset(str(path), buffer_size=1 << 20).batch(16):
+        for batch in records.batch(16):
             decode_batch(tf.io.parse_example(batch, spec), manifest.features)
     except (tf.errors.OpError, ValueError) as err:
         problems.append(f"parse failed: {str(err).splitlines()[0][:200]}")
