@@ -85,8 +85,8 @@ def run_job(data: Path, base: Path, name: str) -> Job:
     typed = read_manifest(out)
     manifest = typed.to_dict()
     records = [row for split in manifest["splits"] for row in read_records(out, manifest, split)]
-    for name, feature in typed.features.items():  # coded arrays (wavelet, deflate): their own decoder
-        if feature.encoding not in ("raw", "int64", "float", "bytes"):
+    for name, feature in typed.features.items():  # coded arrays (wavelet): their own decoder
+        if feature.encoding not in ("raw", "deflate", "deflate-shuffle", "int64", "float", "bytes"):
             for row in records:
                 row[name] = feature.decode([row[name]])
     assert len(records) == 8  # every case, no augmented copies

@@ -8,7 +8,8 @@ reads and in which order. :mod:`volprep.torch` and :mod:`volprep.grain` wrap the
 
 from volprep.readers.index import ShardIndex, read_record, shard_index, verify_sha256
 from volprep.readers.order import interleave
+from volprep.readers.patches import Patches
 from volprep.readers.reader import PatchSampler, Reader, Sample, target_feature
 
-__all__ = ["PatchSampler", "Reader", "Sample", "ShardIndex", "interleave", "read_record", "shard_index",
+__all__ = ["PatchSampler", "Patches", "Reader", "Sample", "ShardIndex", "interleave", "read_record", "shard_index",
            "target_feature", "verify_sha256"]

@@ -53,9 +53,13 @@ Sample = dict[str, Any]
 class PatchSampler(Protocol):
     """Cuts a volume into patches (the hook for segmentation patch sampling).
 
-    ``per_volume`` patches are made of every volume, after augmentation; ``rng`` is drawn
-    from ``(seed, "patches", epoch, file, record)``, so patches are reproducible. A sampler
-    returns exactly ``per_volume`` samples (dicts with the keys it was given).
+    ``per_volume`` patches are made of every volume, before augmentation (each patch is
+    then augmented on its own, as the TF loader does); ``rng`` is drawn from ``(seed,
+    "patches", epoch, file, record)``, so patches are reproducible. A sampler returns
+    exactly ``per_volume`` samples (dicts with the keys it was given). Optional: a
+    ``features`` tuple of record features it reads (decoded into the sample it gets; the
+    reader drops them from the patches unless asked for as ``extra_features``) and ``bind(features, label_names)``, called once with the shards'
+    schema. :class:`volprep.readers.patches.Patches` is the stored-locations sampler.
     """
 
     per_volume: int
@@ -129,8 +133,11 @@ class Reader:
         unknown = sorted(set(extra_features) - set(self.features))
         if unknown:
             raise ValueError(f"extra_features {unknown}: the records have {sorted(self.features)}")
+        if patches is not None and hasattr(patches, "bind"):
+            patches.bind(self.features, self.manifest.dataset.label_names)
+        self.sampler_features = tuple(n for n in getattr(patches, "features", ()) if n in self.features)
         self.names = tuple(dict.fromkeys(["image", *([self.label_name] if self.label_name else []),
-                                          *extra_features]))
+                                          *extra_features, *self.sampler_features]))
         self.extra_features = tuple(extra_features)
         self.shards = self.manifest.splits[split].shards
         counts = [s.num_records for s in self.shards]
@@ -215,21 +222,25 @@ class Reader:
         if self.label_name is not None:
             label = decoded[self.label_name]
             out["label"] = np.array(label) if isinstance(label, np.ndarray) else np.int64(label)
-        for name in self.extra_features:
+        for name in (*self.extra_features, *self.sampler_features):
             out[name] = decoded[name]
+        made = [out]
+        if self.patches is not None:
+            made = list(self.patches(out, rng_for(self.augment_seed, "patches", epoch, file, rec)))
+            if len(made) != self.per_record:
+                raise ValueError(f"the patch sampler made {len(made)} patches, it promised {self.per_record}")
+            for item in made:
+                for name in set(self.sampler_features) - set(self.extra_features):
+                    item.pop(name, None)
         if self.augment is not None:
-            keys = (self.augment_seed, "online", epoch, file, rec)
-            params = sample(self.augment, keys, out["image"].shape[:3])
-            mask = out["label"] if self.label_is_volume else None
-            image, mask = numpy_ops.apply(params, out["image"], mask)
-            out["image"] = image if self.dtype is None else image.astype(self.dtype, copy=False)
-            if mask is not None:
-                out["label"] = mask
-        if self.patches is None:
-            return [out]
-        made = list(self.patches(out, rng_for(self.augment_seed, "patches", epoch, file, rec)))
-        if len(made) != self.per_record:
-            raise ValueError(f"the patch sampler made {len(made)} patches, it promised {self.per_record}")
+            for j, item in enumerate(made):
+                keys = (self.augment_seed, "online", epoch, file, rec, *((j,) if self.patches is not None else ()))
+                params = sample(self.augment, keys, item["image"].shape[:3])
+                mask = item["label"] if self.label_is_volume else None
+                image, mask = numpy_ops.apply(params, item["image"], mask)
+                item["image"] = image if self.dtype is None else image.astype(self.dtype, copy=False)
+                if mask is not None:
+                    item["label"] = mask
         return made
 
     def _open_file(self, file: int) -> tuple[int, ShardIndex]:
