@@ -195,7 +195,8 @@ def load(
         size, extra = loader_patches.check_request(features, patch, patches_per_volume, foreground, class_weights)
         weights = loader_patches.weight_vector(features, class_weights, manifest.dataset.label_names)
         wanted += extra
-        records_a_batch = loader_patches.volume_batch(batch_size, patches_per_volume)
+        records_a_batch = loader_patches.volume_batch(batch_size, patches_per_volume,
+                                                      loader_patches.decoded_bytes(features, wanted))
     shards = manifest.splits[split].shards
     plan = host_plan([s.num_records for s in shards], num_shards, shard_index)
     where = storage.location(path)
@@ -237,11 +238,11 @@ def load(
         # (parse_example's, decode_raw's) and no other; the cast is a third pass, skipped
         # when the stored dtype is the one asked for.
         decoded = decode_batch(tf.io.parse_example(serialized, spec), features)
+        if patch is not None:
+            return decoded  # cast after cropping: a pass over the patches, not the volumes
         image = decoded["image"]
         if image_dtype is not None and image.dtype != image_dtype:
             image = tf.cast(image, image_dtype)
-        if patch is not None:
-            return decoded | {"image": image}
         if label_name is None:
             return image
         return image, decoded[label_name]
@@ -258,7 +259,7 @@ def load(
             ds, size=size, per_volume=int(patches_per_volume), foreground=float(foreground), weights=weights,
             shape=features["image"].shape, label_name=label_name,
             label_is_volume=label_name is not None and features[label_name].is_volume,
-            seed=int(seed or 0), ordered=ordered)
+            seed=int(seed or 0), ordered=ordered, image_dtype=image_dtype)
         if not repeat:
             ds = ds.apply(tf.data.experimental.assert_cardinality(plan.num_records * int(patches_per_volume)))
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
