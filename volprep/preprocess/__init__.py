@@ -11,15 +11,37 @@ back with ``wavelet.decode`` or, batched in TensorFlow, ``wavelet_tf.decode_batc
 (imported on demand: this package never imports TensorFlow).
 """
 
-from volprep.preprocess.intensity import channel_stats, dataset_statistics, normalize
-from volprep.preprocess.prepare import (
-    Prepared,
-    plan_target_shape,
-    prepare_case,
-    reduced_shape,
-    shape_multiple,
-    window_case,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from volprep.preprocess.intensity import channel_stats, dataset_statistics, normalize
+    from volprep.preprocess.prepare import (
+        Prepared,
+        plan_target_shape,
+        prepare_case,
+        reduced_shape,
+        shape_multiple,
+        window_case,
+    )
+
+# Names are loaded on first use (PEP 562): a reader of records that only needs
+# ``volprep.preprocess.wavelet`` (the schema's decoder) does not import the reductions
+# (scipy, numba kernels: ~0.5 s).
+_HOMES = {"channel_stats": "intensity", "dataset_statistics": "intensity", "normalize": "intensity",
+          "Prepared": "prepare", "plan_target_shape": "prepare", "prepare_case": "prepare",
+          "reduced_shape": "prepare", "shape_multiple": "prepare", "window_case": "prepare"}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'volprep.preprocess' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"volprep.preprocess.{home}"), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "Prepared",
