@@ -72,7 +72,7 @@ def one_bytes(value: Any, name: str) -> bytes:
     """The single bytes element of a ``bytes_list`` (ValueError naming the feature otherwise)."""
     if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], bytes):
         kind = (f"{len(value)} values" if isinstance(value, list) and len(value) != 1 else
-                f"a {type(value[0] if isinstance(value, list) else value).__name__}")
+                type(value[0] if isinstance(value, list) else value).__name__)
         raise ValueError(f"feature {name!r} should hold one bytes value, the record has {kind}")
     return value[0]
 
