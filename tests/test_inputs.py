@@ -52,3 +52,11 @@ def test_a_csv_url_mirrors_its_folder(store: fsspec.AbstractFileSystem, tmp_path
 def test_nothing_there_is_one_line(store: fsspec.AbstractFileSystem, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"^memory://vp-inputs/none: no such dataset"):
         inputs.stage("memory://vp-inputs/none", tmp_path)
+
+
+def test_a_killed_download_leaves_nothing_behind(store: fsspec.AbstractFileSystem, tmp_path: Path) -> None:
+    staged = inputs.stage("memory://vp-inputs/ds", tmp_path)
+    half = staged.local / "imagesTr" / ".volprep-download-4242-a.nii"
+    half.write_bytes(b"01")
+    inputs.stage("memory://vp-inputs/ds", tmp_path)
+    assert not half.exists()

@@ -123,6 +123,8 @@ def stage(url: str, staging: Path) -> Staged:
     fs, folder = storage.filesystem(folder_url)
     root = staging / storage.basename(folder_url)
     root.mkdir(parents=True, exist_ok=True)
+    for leftover in root.rglob(f"{_TMP}*"):  # downloads a killed job left half-written
+        leftover.unlink(missing_ok=True)
     index_path = staging / INDEX
     try:
         index: dict[str, str] = json.loads(index_path.read_text()) if index_path.exists() else {}
@@ -138,7 +140,7 @@ def stage(url: str, staging: Path) -> Staged:
             continue
         previous = target.stat().st_mtime_ns if target.is_file() else None
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{_TMP}{target.name}")
+        tmp = target.with_name(f"{_TMP}{os.getpid()}-{target.name}")
         try:
             with storage.store_errors(f"{folder_url}/{rel}"):
                 fs.get_file(f"{folder}/{rel}", str(tmp))
