@@ -133,3 +133,21 @@ def test_without_s3fs_names_the_extra(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_staging_dir_depends_on_the_url(tmp_path: Path) -> None:
     assert inputs.staging_dir(tmp_path, "s3://a/x") != inputs.staging_dir(tmp_path, "s3://a/y")
     assert inputs.url_of("s3://a/x/") == "s3://a/x" and inputs.url_of("/a/x") is None
+
+
+def test_no_credentials_is_one_line(tmp_path: Path, s3: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import s3fs
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    for name in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
+        monkeypatch.setenv(name, str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        assert main(["shards", f"s3://{BUCKET}/data", "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"s3://{BUCKET}/data: NoCredentialsError" in err, err
