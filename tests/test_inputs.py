@@ -60,3 +60,18 @@ def test_a_killed_download_leaves_nothing_behind(store: fsspec.AbstractFileSyste
     half.write_bytes(b"01")
     inputs.stage("memory://vp-inputs/ds", tmp_path)
     assert not half.exists()
+
+
+def test_an_object_gone_while_copied_is_one_line(store: fsspec.AbstractFileSystem, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    listed = inputs._listing
+
+    def listing_then_delete(url: str) -> tuple[str, dict[str, dict[str, object]], str]:
+        found = listed(url)
+        store.rm_file("/vp-inputs/ds/imagesTr/b.nii")  # another process deletes it now
+        return found
+
+    monkeypatch.setattr(inputs, "_listing", listing_then_delete)
+    with pytest.raises(UsageError, match=r"^memory://vp-inputs/ds: an object went away while it was copied"):
+        inputs.stage("memory://vp-inputs/ds", tmp_path)
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".volprep-download-")]
