@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("shards", help="convert a dataset into sharded TFRecords")
-    s.add_argument("data", help="dataset folder (MSD, imagesTr/labelsTr, volumes + labels.csv) or a CSV/TSV file")
+    s.add_argument("data", help="dataset folder (MSD, imagesTr/labelsTr, volumes + labels.csv) or a CSV/TSV file; "
+                   "a local path or a URL (s3://, gs://)")
     s.add_argument("--out", required=True, help="output folder, or an object-store URL (s3://bucket/prefix, gs://...)")
     s.add_argument("--cache", metavar="DIR", help="local folder of the conversion cache (default: OUT/cache; "
                    "for a URL OUT, ~/.cache/volprep/<hash of OUT>)")

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from volprep import backends, publish, storage
+from volprep import backends, inputs, publish, storage
 from volprep.augment.spec import Params, sample
 from volprep.backends import WorkerDied, default_workers, run_tasks
 from volprep.cache import CaseCache, default_cache_dir
@@ -114,23 +114,25 @@ def run_job(
         JobError: nothing could be published (every case failed, ``on_error = "fail"``,
             no space left on the output's disk).
     """
-    data, out_dir = Path(data), storage.location(out_dir)
-    if not data.exists():
+    url, data, out_dir = inputs.url_of(data), Path(data), storage.location(out_dir)
+    if url is None and not data.exists():
         raise UsageError(f"{data}: no such dataset (a folder, a dataset.json folder or a CSV/TSV file)")
-    if not os.access(data, os.R_OK) or (data.is_dir() and not os.access(data, os.X_OK)):
+    if url is None and (not os.access(data, os.R_OK) or (data.is_dir() and not os.access(data, os.X_OK))):
         raise UsageError(f"{data}: cannot read the dataset (permission denied)")
     storage.check_writable(out_dir)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(out_dir)
-    with output_lock(out_dir) as lease:
-        return _Job(data, out_dir, config, workers or default_workers(), scheduler,
-                    memory_limit, quiet, cache, lease).run()
+    with output_lock(out_dir) as lease:  # DATA at a URL: mirrored beside the cache, under the lock
+        staged = inputs.stage(url, inputs.staging_dir(cache, url)) if url else None
+        with inputs.messages_name_url(staged):
+            return _Job(staged.local if staged else data, out_dir, config, workers or default_workers(),
+                        scheduler, memory_limit, quiet, cache, lease, staged).run()
 
 
 class _Job:
     def __init__(self, data: Path, out_dir: storage.Location, config: PipelineConfig, workers: int,
                  scheduler: str | None, memory_limit: int | None, quiet: bool, cache_dir: Path,
-                 lease: Lease | None) -> None:
-        self.data, self.out_dir, self.config = data, out_dir, config
+                 lease: Lease | None, staged: inputs.Staged | None = None) -> None:
+        self.data, self.out_dir, self.config, self.staged = data, out_dir, config, staged
         self.workers, self.scheduler, self.memory_limit = workers, scheduler, memory_limit
         self.quiet, self.lease = quiet, lease
         self.failures: list[Failure] = []
@@ -141,6 +143,8 @@ class _Job:
         self.cache_dir = cache_dir
 
     def fail(self, failure: Failure, progress: Progress | None = None) -> None:
+        if self.staged is not None:  # name the object, not its local mirror
+            failure = Failure(failure.case, *map(self.staged.url_of, (failure.path, failure.error)))
         self.failures.append(failure)
         line = failure.line()
         if progress is not None:
