@@ -277,3 +277,28 @@ def test_a_changed_case_refuses_then_rebuild_rewrites(published: tuple[Path, Pat
     assert changed == {name}
     assert verify(out) == [] and main(["verify", str(out)]) == 0
     assert _run(data, out, pipeline) == 0  # and the rebuilt folder is appendable again
+
+
+def _split_column(data: Path, case_id: str, split: str) -> None:
+    """Gives ``case_id`` a user split in the labels table (the other cases none)."""
+    lines = (data / "labels.csv").read_text().splitlines()
+    rows = [lines[0].split(",")[:3] + ["split"]]
+    rows += [x.split(",")[:3] + [split if x.split(",")[0] == case_id else ""] for x in lines[1:]]
+    (data / "labels.csv").write_text("".join(",".join(r) + "\n" for r in rows))
+
+
+def test_a_user_split_that_moves_a_published_case_refuses(demo_data: Path, pipeline: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    data, out = tmp_path / "data", tmp_path / "out"
+    shutil.copytree(demo_data, data, copy_function=shutil.copy2)
+    victim = sorted(p.name.removesuffix(".nii.gz") for p in (data / "imagesTr").glob("*.nii.gz"))[0]
+    _split_column(data, victim, "val")
+    assert _run(data, out, pipeline) == 0
+    assert victim in json.loads((out / "plan.json").read_text())["splits"]["val"]
+    before = _files(out)
+    _split_column(data, victim, "train")
+    capsys.readouterr()
+    assert _run(data, out, pipeline) == 2
+    assert "would change split" in capsys.readouterr().err and _files(out) == before
+    assert _run(data, out, pipeline, "--rebuild") == 0
+    assert victim in json.loads((out / "plan.json").read_text())["splits"]["train"]

@@ -84,6 +84,7 @@ class Previous:
     target_shape: tuple[int, int, int]
     shards: dict[str, list[dict[str, Any]]]  # split -> its manifest shard entries
     copies: dict[str, list[dict[str, Any]]]  # case id -> its copies in plan.json
+    splits: dict[str, str]  # case id -> its split in plan.json
 
     @property
     def next_generation(self) -> int:
@@ -103,7 +104,8 @@ def read_previous(out_dir: storage.Location) -> Previous | None:
                         config=dict(manifest["config"]), seed=int(manifest["seed"]),
                         target_shape=(d, h, w),
                         shards={str(s): [dict(e) for e in info["shards"]] for s, info in manifest["splits"].items()},
-                        copies={str(k): list(v) for k, v in plan.get("copies", {}).items()})
+                        copies={str(k): list(v) for k, v in plan.get("copies", {}).items()},
+                        splits={str(c): str(s) for s, ids in plan["splits"].items() for c in ids})
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -163,9 +165,18 @@ def extend_copies(plan: Any, decision: Decision, balance: BalanceConfig, subset:
     """Replaces a fresh plan's copies by the append rule (module docstring); returns explanation lines.
 
     Mutates ``plan.copies`` and ``plan.counts_after`` in place.
+
+    Raises:
+        UsageError: a published case would change split (the user's split file or column
+            now says another): its records are in the other split's shards.
     """
     if decision.previous is None:
         raise ValueError("extend_copies: not an append")
+    moved = sorted(c for s, ids in plan.splits.items() for c in ids
+                   if c in decision.previous.splits and decision.previous.splits[c] != s)
+    if moved:
+        raise UsageError(f"{len(moved)} published case(s) would change split (e.g. {moved[0]!r}, as the user's "
+                         f"split now says): {REBUILD_HINT}")
     old = decision.previous.copies
     train = plan.splits.get(train_split, [])
     kept = {c: list(old.get(c, [])) for c in train if c not in decision.new and old.get(c)}
