@@ -178,6 +178,13 @@ def test_the_train_split_stays_within_the_balance_goal(grown: dict) -> None:
                          if plan["case_class"][c] == cls and c not in grown["first"]["plan"]["copies"])
         # new copies never push a class past the target
         assert new_copies == 0 or n + extra <= target
+        # and are what the rule gives, computed here: the class's gap to the target after the
+        # copies already written, at most max_copies_per_case a new train case
+        old_copies = extra - new_copies
+        new_cases = sum(1 for c in train if plan["case_class"][c] == cls and c in set(grown["ids"][24:]))
+        per_case = manifest["config"]["balance"]["max_copies_per_case"]
+        assert new_copies == max(0, min(target - n - old_copies, new_cases * per_case))
+    assert sum(len(v) for c, v in plan["copies"].items() if c in set(grown["ids"][24:])) > 0  # the case above is met
     assert any(line.startswith("Appended generation 1") for line in plan["explanation"])
 
 
