@@ -56,7 +56,15 @@ class ShardEntry:
     num_records: int
     num_bytes: int
     sha256: str
-    generation: int = 0  # appended generations count from 1 (volprep.append); absent in older manifests
+    generation: int = 0  # appended generations count from 1 (volprep.append); 0 is not written
+
+
+def _shard_dict(shard: ShardEntry) -> dict[str, Any]:
+    """A shard entry as written: ``generation`` only for appended ones (older readers never see it)."""
+    data = dataclasses.asdict(shard)
+    if not shard.generation:
+        del data["generation"]
+    return data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +139,7 @@ class Manifest:
             "dataset": dataclasses.asdict(self.dataset) | {"label_names": dict(self.dataset.label_names)},
             "features": self.features.to_dict(),
             "splits": {name: {"num_records": s.num_records, "num_originals": s.num_originals,
-                              "shards": [dataclasses.asdict(sh) for sh in s.shards]}
+                              "shards": [_shard_dict(sh) for sh in s.shards]}
                        for name, s in self.splits.items()},
             "classes": {"names": list(self.classes.names), "ids": list(self.classes.ids),
                         "class_by": self.classes.class_by,
@@ -146,9 +154,7 @@ class Manifest:
             "failures": [dataclasses.asdict(f) for f in self.failures],
             "config": dict(self.config),
             "seed": self.seed,
-            "cases": dict(self.cases),
-            "record_spec": self.record_spec,
-        }
+        } | ({"cases": dict(self.cases), "record_spec": self.record_spec} if self.record_spec else {})
 
     @classmethod
     def from_dict(cls, data: Any) -> Manifest:
