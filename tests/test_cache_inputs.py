@@ -23,9 +23,9 @@ from volprep.cli import main
 CONFIG = '[job]\nseed = 1\nsplits = { train = 1.0 }\n[preprocess]\nreduce = "none"\nnormalize = "percentile"\n'
 
 
-def _job(data: Path, out: Path, config: Path) -> None:
+def _job(data: Path, out: Path, config: Path, *extra: str) -> None:
     assert main(["shards", str(data), "--out", str(out), "--config", str(config), "--workers", "1",
-                 "--quiet", "--no-report"]) == 0
+                 "--quiet", "--no-report", *extra]) == 0
 
 
 def _head(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +47,10 @@ def _rerun_matches_a_fresh_job(tmp_path: Path, data: Path, edit: callable) -> No
     _job(data, out, config)
     before = outputs(out)
     edit()
-    _job(data, out, config)
+    # an edited case is refused (exit 2: volprep.append) until --rebuild asks for a rewrite
+    assert main(["shards", str(data), "--out", str(out), "--config", str(config), "--workers", "1",
+                 "--quiet", "--no-report"]) == 2
+    _job(data, out, config, "--rebuild")
     fresh = tmp_path / "fresh"
     _job(data, fresh, config)
     assert outputs(out) == outputs(fresh)

@@ -146,6 +146,11 @@ def test_adding_a_case_preprocesses_only_it(demo_data: Path, pipeline: Path, tmp
     pinned.write_text(pipeline.read_text().replace("[job]\n", f"[job]\nsplit_file = {str(split_file)!r}\n"))
     fresh = tmp_path / "fresh"
     assert _run(data, fresh, pinned).cases_reused == 0
+    # the grown job appended the new case as generation 1 (volprep.append); --rebuild
+    # rewrites every split as one generation, what the fresh run wrote
+    assert {s.generation for info in second.manifest.splits.values() for s in info.shards} == {0, 1}
+    rebuilt = run_job(data, out, load_config(pipeline), workers=2, quiet=True, rebuild=True)
+    assert rebuilt.cases_reused == DEMO_CASES
     shards = {k: v for k, v in outputs(out).items() if k != "manifest.json"}
     assert shards == {k: v for k, v in outputs(fresh).items() if k != "manifest.json"}
 

@@ -50,18 +50,59 @@ def balance_budgets(
         c: min(target - n, eligible.get(c, 0) * balance.max_copies_per_case) for c, n in counts.items()
     }
     budget = copy_budget(sum(counts.values()), balance.max_augmented_fraction)
+    granted = _cap(wanted, budget, counts)
+    return target, {
+        c: ClassBudget(counts[c], eligible.get(c, 0), wanted[c], granted[c]) for c in sorted(counts)
+    }, budget
+
+
+def _cap(wanted: Mapping[int, int], budget: int | None, counts: Mapping[int, int]) -> dict[int, int]:
+    """``wanted`` scaled down to ``budget`` in all (``None``: no cap)."""
     total = sum(wanted.values())
     granted = dict(wanted)
     if budget is not None and total > budget:
         # Proportional to what each class wants, the leftover units by largest remainder,
         # ties to the rarer class (fewer originals), then the smaller class id.
         granted = {c: budget * w // total for c, w in wanted.items()}
-        order = sorted(wanted, key=lambda c: (-((budget * wanted[c]) % total), counts[c], c))
+        order = sorted(wanted, key=lambda c: (-((budget * wanted[c]) % total), counts.get(c, 0), c))
         for c in order[: budget - sum(granted.values())]:
             granted[c] += 1
-    return target, {
-        c: ClassBudget(counts[c], eligible.get(c, 0), wanted[c], granted[c]) for c in sorted(counts)
-    }, budget
+    return granted
+
+
+def append_copies(originals: Mapping[int, int], written: Mapping[int, int], new_cases: Mapping[int, Sequence[str]],
+                  balance: BalanceConfig) -> dict[str, int]:
+    """Copies for a new generation's train cases, the old copies kept (:mod:`volprep.append`).
+
+    The target is a fresh plan's: the majority class's train originals (every generation).
+    Class ``c`` wants ``target - originals[c] - written[c]`` copies (never fewer than 0), at
+    most ``max_copies_per_case`` per new eligible case; all copies together (written +
+    new) stay within :func:`copy_budget` of the grown split, shared as in :func:`plan_copies`.
+
+    Args:
+        originals: ``{class: train originals}``, old and new cases together.
+        written: ``{class: copies already in published shards}``.
+        new_cases: ``{class: the new train case ids that may get copies}``.
+        balance: the ``[balance]`` config.
+
+    Returns:
+        ``{case id: copies}`` for the new cases of ``new_cases``.
+    """
+    if not balance.enabled:
+        return {c: 0 for ids in new_cases.values() for c in ids}
+    target = max(originals.values(), default=0)
+    wanted = {c: max(0, min(target - originals.get(c, 0) - written.get(c, 0), len(ids) * balance.max_copies_per_case))
+              for c, ids in new_cases.items()}
+    budget = copy_budget(sum(originals.values()), balance.max_augmented_fraction)
+    if budget is not None:
+        budget = max(0, budget - sum(written.values()))
+    granted = _cap(wanted, budget, originals)
+    out: dict[str, int] = {}
+    for cls, ids in new_cases.items():
+        ordered = sorted(ids)
+        for k, case_id in enumerate(ordered):
+            out[case_id] = granted[cls] // len(ordered) + (1 if k < granted[cls] % len(ordered) else 0)
+    return out
 
 
 def plan_copies(

@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--memory-limit", help="memory the cases in flight may use together, e.g. 8GiB")
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.add_argument("--no-report", action="store_true", help="skip the PNG/HTML report")
+    s.add_argument("--rebuild", action="store_true", help="rewrite every shard, even where new cases could be "
+                   "appended (needed when cases were removed or changed since the published shards)")
 
     v = sub.add_parser("verify", help="check shards against the manifest (sha256, counts, full parse)")
     v.add_argument("out")
@@ -162,7 +164,7 @@ def _shards(args: argparse.Namespace) -> int:
     if args.cache is not None and "://" in args.cache:
         raise UsageError(f"--cache {args.cache}: the cache must be a local folder (it is read at random, a case at a time)")
     result = run_job(args.data, args.out, config, workers=workers, scheduler=args.scheduler,
-                     memory_limit=memory, quiet=args.quiet, cache_dir=args.cache)
+                     memory_limit=memory, quiet=args.quiet, cache_dir=args.cache, rebuild=args.rebuild)
     if not args.no_report:
         from volprep.report import write_report_warned
 

@@ -56,6 +56,15 @@ class ShardEntry:
     num_records: int
     num_bytes: int
     sha256: str
+    generation: int = 0  # appended generations count from 1 (volprep.append); 0 is not written
+
+
+def _shard_dict(shard: ShardEntry) -> dict[str, Any]:
+    """A shard entry as written: ``generation`` only for appended ones (older readers never see it)."""
+    data = dataclasses.asdict(shard)
+    if not shard.generation:
+        del data["generation"]
+    return data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +129,8 @@ class Manifest:
     failures: tuple[FailureEntry, ...]
     config: Mapping[str, Any]
     seed: int
+    cases: Mapping[str, str] = dataclasses.field(default_factory=dict)  # case id -> fingerprint (append)
+    record_spec: str = ""  # the record spec's content hash (append)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,7 +139,7 @@ class Manifest:
             "dataset": dataclasses.asdict(self.dataset) | {"label_names": dict(self.dataset.label_names)},
             "features": self.features.to_dict(),
             "splits": {name: {"num_records": s.num_records, "num_originals": s.num_originals,
-                              "shards": [dataclasses.asdict(sh) for sh in s.shards]}
+                              "shards": [_shard_dict(sh) for sh in s.shards]}
                        for name, s in self.splits.items()},
             "classes": {"names": list(self.classes.names), "ids": list(self.classes.ids),
                         "class_by": self.classes.class_by,
@@ -143,7 +154,7 @@ class Manifest:
             "failures": [dataclasses.asdict(f) for f in self.failures],
             "config": dict(self.config),
             "seed": self.seed,
-        }
+        } | ({"cases": dict(self.cases), "record_spec": self.record_spec} if self.record_spec else {})
 
     @classmethod
     def from_dict(cls, data: Any) -> Manifest:
@@ -168,7 +179,8 @@ class Manifest:
             shards = tuple(ShardEntry(str(_need(s, "file", str, where + "shards[].")),
                                       _need(s, "num_records", int, where + "shards[]."),
                                       _need(s, "num_bytes", int, where + "shards[]."),
-                                      str(_need(s, "sha256", str, where + "shards[].")))
+                                      str(_need(s, "sha256", str, where + "shards[].")),
+                                      int(s.get("generation", 0)))
                            for s in _need(info, "shards", list, where))
             num = _need(info, "num_records", int, where)
             splits[str(name)] = SplitEntry(num, int(info.get("num_originals", num)), shards)
@@ -197,6 +209,8 @@ class Manifest:
             failures=failures,
             config=dict(_need(data, "config", dict)),
             seed=_need(data, "seed", int),
+            cases={str(k): str(v) for k, v in (data.get("cases") or {}).items()},
+            record_spec=str(data.get("record_spec") or ""),
         )
 
 
@@ -211,14 +225,21 @@ def build_manifest(
     failures: Sequence[Any],
     notes: Sequence[str],
     config: Any,
+    cases: Mapping[str, str] | None = None,
+    record_spec: str = "",
+    carried_counts: Mapping[int, int] | None = None,
 ) -> Manifest:
     """Assembles the manifest of a finished job.
+
+    ``cases`` (case fingerprints) and ``record_spec`` (the spec's hash) let a later job
+    append (:mod:`volprep.append`); ``carried_counts`` are the train records per class id
+    of published shards an append keeps (their class counts are not in the manifest).
 
     Raises:
         JobError: the train shards' class counts disagree with the plan (a bug; checked by
             class id, never by a name's position, since ids may be sparse).
     """
-    counted: dict[int, int] = {}
+    counted: dict[int, int] = {int(k): int(v) for k, v in (carried_counts or {}).items()}
     for info in shards.get("train", []):
         for k, v in info.class_counts.items():
             counted[int(k)] = counted.get(int(k), 0) + v
@@ -236,7 +257,8 @@ def build_manifest(
                             {str(k): v for k, v in (dataset.label_names or {}).items()}),
         features=spec.schema(),
         splits={split: SplitEntry(sum(s.num_records for s in infos), len(plan.splits.get(split, [])),
-                                  tuple(ShardEntry(s.file, s.num_records, s.num_bytes, s.sha256) for s in infos))
+                                  tuple(ShardEntry(s.file, s.num_records, s.num_bytes, s.sha256, s.generation)
+                                        for s in infos))
                 for split, infos in shards.items()},
         classes=ClassTable(tuple(plan.classes), tuple(int(i) for i in plan.class_ids), plan.class_by,
                            dict(plan.counts_before), dict(plan.counts_after),
@@ -250,6 +272,8 @@ def build_manifest(
         failures=tuple(FailureEntry(f.case, f.path, f.error) for f in sorted(failures, key=lambda f: (f.case, f.path))),
         config=config.to_dict(),
         seed=config.job.seed,
+        cases=dict(sorted((cases or {}).items())),
+        record_spec=record_spec,
     )
 
 

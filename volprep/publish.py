@@ -26,6 +26,8 @@ reported (:func:`foreign_files`).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -149,3 +151,28 @@ def already_written(out_dir: Location, entry: dict[str, Any] | None, task: Shard
         if ref.counts_as is not None:
             counts[ref.counts_as] = counts.get(ref.counts_as, 0) + 1
     return ShardInfo(task.file_name, len(task.records), int(entry["num_bytes"]), str(entry["sha256"]), counts)
+
+
+def describe(out_dir: Location, deleted: list[str], retired: list[str]) -> list[str]:
+    """What :func:`finish` did and what OUT holds beside volprep's files, for the summary."""
+    lines = []
+    if deleted:
+        lines.append(f"removed {len(deleted)} shard file(s) retired by the job before")
+    if retired:
+        lines.append(f"kept {len(retired)} shard file(s) of the previous manifest until the next job "
+                     "(a loader still reading them can finish its epoch)")
+    foreign = foreign_files(out_dir)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        lines.append(f"left alone: {len(foreign)} .tfrecord file(s) volprep did not write ({shown})")
+    return lines
+
+
+def write_failures(out_dir: Location, failures: Iterable[tuple[str, str, str]]) -> None:
+    """Writes ``OUT/failures.csv``: ``case,path,error`` rows, sorted."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["case", "path", "error"])
+    for row in sorted(failures, key=lambda f: (f[0], f[1])):
+        writer.writerow(list(row))
+    storage.write_text(join(out_dir, "failures.csv"), buf.getvalue())

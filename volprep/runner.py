@@ -18,9 +18,7 @@ runs them and keeps the books.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io as _io
 import os
 import shutil
 import sys
@@ -30,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from volprep import backends, inputs, publish, storage
+from volprep import append, backends, inputs, publish, storage
 from volprep.augment.spec import Params, sample
 from volprep.backends import WorkerDied, default_workers, run_tasks
 from volprep.cache import CaseCache, default_cache_dir
@@ -100,16 +98,20 @@ def run_job(
     memory_limit: int | None = None,
     quiet: bool = False,
     cache_dir: str | Path | None = None,
+    rebuild: bool = False,
 ) -> JobResult:
     """Converts a dataset into sharded TFRecords plus a manifest under ``out_dir``.
 
     ``out_dir`` is a local folder or an object-store URL (``s3://``, ``gs://``:
     :mod:`volprep.storage`). The conversion cache is always a local folder: ``cache_dir``,
     by default ``OUT/cache`` for a local OUT and :func:`volprep.cache.default_cache_dir` for a URL.
+    A rerun that finds only new cases appends them as a new generation of shards; removed or
+    changed cases are refused unless ``rebuild`` (a full rewrite): :mod:`volprep.append`.
 
     Raises:
         UsageError: a missing dataset, an unwritable or locked output folder, a target
             shape whose records cannot fit in memory.
+            Cases removed or changed since the published shards, without ``rebuild``.
         DatasetError: a dataset with no usable layout or no cases.
         JobError: nothing could be published (every case failed, ``on_error = "fail"``,
             no space left on the output's disk).
@@ -125,13 +127,13 @@ def run_job(
         staged = inputs.stage(url, inputs.staging_dir(cache, url)) if url else None
         with inputs.messages_name_url(staged):
             return _Job(staged.local if staged else data, out_dir, config, workers or default_workers(),
-                        scheduler, memory_limit, quiet, cache, lease, staged).run()
+                        scheduler, memory_limit, quiet, cache, lease, rebuild, staged).run()
 
 
 class _Job:
     def __init__(self, data: Path, out_dir: storage.Location, config: PipelineConfig, workers: int,
                  scheduler: str | None, memory_limit: int | None, quiet: bool, cache_dir: Path,
-                 lease: Lease | None, staged: inputs.Staged | None = None) -> None:
+                 lease: Lease | None, rebuild: bool = False, staged: inputs.Staged | None = None) -> None:
         self.data, self.out_dir, self.config, self.staged = data, out_dir, config, staged
         self.workers, self.scheduler, self.memory_limit = workers, scheduler, memory_limit
         self.quiet, self.lease = quiet, lease
@@ -140,7 +142,9 @@ class _Job:
         self.notes: list[str] = []  # about the content: they go into the manifest
         self.events: list[str] = []  # about this run on this OUT (reuse, clean-up): summary only
         self.warnings: list[str] = []
-        self.cache_dir = cache_dir
+        self.cache_dir, self.rebuild = cache_dir, rebuild
+        self.decision = append.Decision("fresh")
+        self.inputs: dict[str, list[Any]] = {}
 
     def fail(self, failure: Failure, progress: Progress | None = None) -> None:
         if self.staged is not None:  # name the object, not its local mirror
@@ -189,6 +193,12 @@ class _Job:
         ok = {r.case_id: r for r in results if r.ok}
         if not ok:
             raise JobError(f"{self.data}: no case could be converted ({len(self.failures)} failed); nothing published")
+        self.inputs = append.record_inputs({k: r.meta for k, r in ok.items()})
+        fingerprints = append.fingerprints(self.inputs, {c.case_id: c.label for c in dataset.cases})
+        self.decision = append.decide(append.read_previous(self.out_dir), fingerprints, cfg.to_dict(),
+                                      cfg.job.seed, rebuild=self.rebuild)
+        if self.decision.why:
+            self.events.append(self.decision.why)
         target = self.target_shape(ok)
         self.check_record_size(target, surveyed.channels)
         with self.stage("plan"):
@@ -197,6 +207,7 @@ class _Job:
                 self.config.preprocess, str(self.cache_dir), target, surveyed.channels,
                 has_class=any(case.label is not None for case in dataset.cases if case.case_id in ok),
                 metas=[ok[c].meta for c in sorted(ok)])
+            append.check_spec(self.decision, append.spec_key(spec.content_key()))
         with self.stage("write"):
             try:
                 shards = self.write(plan, spec, dataset, ok)
@@ -208,14 +219,16 @@ class _Job:
         before = set(publish.manifest_files(self.out_dir))
         manifest = build_manifest(dataset=dataset, data_name=self.data.name, plan=plan, spec=spec,
                                   shards=shards, metas={k: r.meta for k, r in ok.items()},
-                                  failures=self.failures, notes=self.notes, config=cfg)
+                                  failures=self.failures, notes=self.notes, config=cfg, cases=fingerprints,
+                                  record_spec=append.spec_key(spec.content_key()),
+                                  carried_counts=append.carried_counts(plan, self.decision))
         if self.lease is not None:
             self.lease.check()  # a job overtaken after its lease expired publishes nothing
         storage.write_text(storage.join(self.out_dir, "plan.json"), plan_json(plan))
         write_manifest(self.out_dir, manifest)
         deleted, retired = publish.finish(self.out_dir, before, publish.manifest_files(self.out_dir))
-        self.report_files(deleted, retired)
-        self.write_failures()
+        self.events.extend(publish.describe(self.out_dir, deleted, retired))
+        publish.write_failures(self.out_dir, [(f.case, f.path, f.error) for f in self.failures])
         storage.write_json(storage.join(self.out_dir, "timings.json"), self.timings)
         for split, info in manifest.splits.items():
             if info.num_records == 0:
@@ -276,7 +289,9 @@ class _Job:
         pre = self.config.preprocess
         if pre.target_shape is not None:
             return pre.target_shape
-        target = plan_target_shape([r.meta["shape"] for r in ok.values()], pre)
+        previous = self.decision.previous  # an append keeps the published records' shape
+        target = (previous.target_shape if previous is not None
+                  else plan_target_shape([r.meta["shape"] for r in ok.values()], pre))
         what = "after reduction and foreground crop" if pre.crop_foreground else "after reduction"
         self.notes.append(f"target_shape planned from the dataset (median {what}): {list(target)}")
         return target
@@ -308,6 +323,8 @@ class _Job:
         plan = make_plan(entries, dataset.class_names, cfg.job, cfg.balance, subset=subset,
                          augment_sampler=sampler, label_names=dataset.label_names,
                          user_splits=user, previous=previous)
+        if self.decision.mode == "append":
+            plan.explanation.extend(append.extend_copies(plan, self.decision, cfg.balance, subset, sampler))
         origin = plan.split_origin
         if origin.get("kept") or origin.get("user"):
             new = {s: sum(1 for c in ids if c not in previous and c not in user) for s, ids in plan.splits.items()}
@@ -320,17 +337,18 @@ class _Job:
     def write(self, plan: Plan, spec: RecordSpec, dataset: Dataset,
               ok: dict[str, CaseResult]) -> dict[str, list[ShardInfo]]:
         by_case = {c.case_id: c for c in dataset.cases}
-        # what of each cached case decides its records: its arrays and the write-time meta
-        # (not, say, whether its fidelity was measured)
-        checksums = {k: [(r.meta.get("cache_checksum") or {}).get("image"),
-                         (r.meta.get("cache_checksum") or {}).get("mask"),
-                         r.meta.get("stats"), r.meta.get("grid"), r.meta.get("anchor")] for k, r in ok.items()}
+        checksums, decision = self.inputs, self.decision
+        keep = decision.previous is not None  # an append: the published shards stay
+        generation = decision.previous.next_generation if decision.previous and decision.new else 0
+        kept = {s: append.kept_shards(self.out_dir, decision, s) for s in self.config.job.splits}
         shard_bytes = int(self.config.job.shard_size_mb * 1e6)
         published = publish.manifest_files(self.out_dir)
         tasks: list[ShardTask] = []
         for split in self.config.job.splits:
             refs = []
             for cid in plan.splits.get(split, []):
+                if keep and cid not in decision.new:
+                    continue  # its records are in the published shards, kept as they are
                 copies = plan.copies.get(cid, []) if split == "train" else []
                 for copy in [{"copy": 0, "params": None}, *copies]:
                     params = Params.from_dict(copy["params"]).to_json() if copy.get("params") else ""
@@ -341,10 +359,11 @@ class _Job:
                 ordered = order_records(refs, self.config.job.seed)
             except ValueError as err:
                 raise JobError(f"split {split}: {err}") from None
-            tag = split_tag(spec, split, ordered, checksums)
+            tag = split_tag(spec, split, ordered, checksums, generation)
             count = shard_count(len(ordered), record_bytes_estimate(spec), shard_bytes)
             for i, (start, end) in enumerate(shard_bounds(len(ordered), count)):
-                tasks.append(ShardTask(str(self.out_dir), split, i, count, tuple(ordered[start:end]), spec, tag))
+                tasks.append(ShardTask(str(self.out_dir), split, i, count, tuple(ordered[start:end]), spec, tag,
+                                       generation))
         by_split: dict[str, list[ShardInfo | None]] = {
             s: [None] * sum(1 for t in tasks if t.split == s) for s in self.config.job.splits
         }
@@ -368,26 +387,11 @@ class _Job:
                 progress.update(1)
         if len(todo) < len(tasks):
             self.events.append(f"{len(tasks) - len(todo)} shard(s) already held these exact records: not rewritten")
-        return {s: [i for i in infos if i is not None] for s, infos in by_split.items()}
+        if generation:
+            self.events.append(f"appended generation {generation}: {len(decision.new)} new case(s) in {len(todo)} "
+                               f"new shard(s); the {sum(map(len, kept.values()))} published shard(s) kept as they are")
+        return {s: [*kept[s], *(i for i in infos if i is not None)] for s, infos in by_split.items()}
 
-    def report_files(self, deleted: list[str], retired: list[str]) -> None:
-        if deleted:
-            self.events.append(f"removed {len(deleted)} shard file(s) retired by the job before")
-        if retired:
-            self.events.append(f"kept {len(retired)} shard file(s) of the previous manifest until the next job "
-                              "(a loader still reading them can finish its epoch)")
-        foreign = publish.foreign_files(self.out_dir)
-        if foreign:
-            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-            self.events.append(f"left alone: {len(foreign)} .tfrecord file(s) volprep did not write ({shown})")
-
-    def write_failures(self) -> None:
-        buf = _io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["case", "path", "error"])
-        for f in sorted(self.failures, key=lambda f: (f.case, f.path)):
-            writer.writerow([f.case, f.path, f.error])
-        storage.write_text(storage.join(self.out_dir, "failures.csv"), buf.getvalue())
 
 
 

@@ -74,6 +74,7 @@ class ShardTask:
     spec: RecordSpec
 
     tag: str = ""
+    generation: int = 0  # 0: a full rewrite; n: the n-th appended generation (volprep.append)
 
     @property
     def file_name(self) -> str:
@@ -97,6 +98,7 @@ class ShardInfo:
     num_bytes: int
     sha256: str
     class_counts: dict[int, int]
+    generation: int = 0
 
 
 def shard_name(split: str, index: int, count: int, tag: str) -> str:
@@ -108,7 +110,8 @@ SHARD_PATTERN = re.compile(r"^(?P<split>[a-z][a-z0-9_]*)-(?P<tag>[0-9a-f]{8})-(?
 """What volprep's own shard names look like (other ``*.tfrecord`` files are never touched)."""
 
 
-def split_tag(spec: RecordSpec, split: str, ordered: Sequence[RecordRef], checksums: Mapping[str, Any]) -> str:
+def split_tag(spec: RecordSpec, split: str, ordered: Sequence[RecordRef], checksums: Mapping[str, Any],
+              generation: int = 0) -> str:
     """8 hex digits naming one split's generation of shards: a hash of what decides its bytes.
 
     Args:
@@ -116,11 +119,16 @@ def split_tag(spec: RecordSpec, split: str, ordered: Sequence[RecordRef], checks
         split: the split's name.
         ordered: its records, in shard order.
         checksums: ``{case id: the cache entry's checksums}`` of the cases it holds.
+        generation: an appended generation's number (:mod:`volprep.append`); 0, the
+            full rewrite, leaves the hash as it always was.
     """
-    blob = json.dumps({
+    content: dict[str, Any] = {
         "format": RECORD_FORMAT, "spec": spec.content_key(), "split": split,
         "records": [[r.case_id, r.copy, r.params, checksums.get(r.case_id)] for r in ordered],
-    }, sort_keys=True, separators=(",", ":"))
+    }
+    if generation:
+        content["generation"] = generation
+    blob = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
@@ -229,4 +237,4 @@ def write_shard(task: ShardTask) -> ShardInfo | ShardFailed:
         return ShardFailed(task.file_name, f"cannot write {err.filename or final}: {err.strerror or err}")
     except UsageError as err:  # a store's refusal, in one line
         return ShardFailed(task.file_name, str(err))
-    return ShardInfo(task.file_name, len(task.records), size, digest.hexdigest(), counts)
+    return ShardInfo(task.file_name, len(task.records), size, digest.hexdigest(), counts, task.generation)
