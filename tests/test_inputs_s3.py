@@ -21,6 +21,7 @@ from s3server import objects, s3_server
 from volprep import inputs, storage
 from volprep.cli import main
 from volprep.config import load_config
+from volprep.errors import UsageError
 from volprep.runner import run_job
 
 BUCKET = "volprep-inputs"
@@ -91,8 +92,15 @@ def test_a_changed_object_is_converted_again(demo_data: Path, pipeline: Path, tm
     changed = raw[:-1] + bytes([raw[-1] ^ 1])  # one voxel: same size, other bytes, only the ETag tells
     fs.pipe_file(path, gzip.compress(changed, compresslevel=0, mtime=0))
     assert storage.size(f"{url}/imagesTr/{image.name}") == len(gzip.compress(raw, compresslevel=0, mtime=0))
-    rerun = run_job(url, out, config, workers=1, quiet=True)
-    assert rerun.cases_reused == rerun.cases_found - 1
+    # The changed case is converted again (that is how the change shows) and, since a
+    # changed input is never appended silently (issue 16 point 4), the job is refused with
+    # nothing touched; --rebuild then writes it, from the cache the refused run filled.
+    published = outputs(out)
+    with pytest.raises(UsageError, match=rf"case {image.name.split('.')[0].removesuffix('_0000')}: its input changed"):
+        run_job(url, out, config, workers=1, quiet=True)
+    assert outputs(out) == published
+    rebuilt = run_job(url, out, config, workers=1, quiet=True, rebuild=True)
+    assert rebuilt.cases_reused == rebuilt.cases_found and outputs(out) != published
 
 
 def test_a_missing_object_is_a_failure_naming_its_url(demo_data: Path, pipeline: Path, tmp_path: Path,
