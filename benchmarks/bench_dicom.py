@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,22 +29,16 @@ import numpy as np
 import pydicom
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from common import RESULTS, median, time_runs  # noqa: E402
 from dicom_corpus import write_series  # noqa: E402  (the tests' series writer)
 
 from volprep.config import ReadConfig  # noqa: E402
 from volprep.io import read_header, read_volume  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
 
 def median_ms(fn: Callable[[], object], runs: int) -> float:
-    fn()  # warm the page cache and imports
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    """Median wall ms of ``runs`` calls after one warm-up (page cache, imports)."""
+    return 1000 * median(time_runs(fn, runs))
 
 
 def pydicom_decode(folder: Path) -> list[np.ndarray]:

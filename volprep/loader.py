@@ -188,7 +188,7 @@ def load(
     if split not in manifest.splits:
         raise UsageError(f"{path}: no split {split!r}; splits: {', '.join(sorted(manifest.splits))}")
     features = manifest.features
-    label_name = _target_feature(features, target)
+    label_name = features.target(target)
     wanted = [k for k in ("image", label_name) if k is not None]  # parse only what is asked for
     records_a_batch = batch_size
     if patch is not None:
@@ -297,16 +297,6 @@ def _image_dtype(tf: Any, dtype: str | None) -> Any:
     if not isinstance(dtype, str) or dtype not in IMAGE_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(map(repr, IMAGE_DTYPES))} or None, got {dtype!r}")
     return tf.dtypes.as_dtype(dtype)
-
-
-def _target_feature(features: Schema, target: str) -> str | None:
-    if target not in ("label", "mask"):
-        raise ValueError(f"target must be 'label' or 'mask', got {target!r}")
-    if target == "mask":
-        if features.label_volume is None:
-            raise ValueError("target='mask' but these shards hold no label volumes")
-        return features.label_volume
-    return "label" if "label" in features else None
 
 
 class HostPlan:

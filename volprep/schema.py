@@ -96,6 +96,21 @@ class Schema(Mapping[str, Feature]):
         label = self.features.get("label")
         return "label" if label is not None and label.is_volume else None
 
+    def target(self, target: str) -> str | None:
+        """The feature a loader yields as the label for ``target`` (``"label"``: the class,
+        or the label volume; ``"mask"``: the label volume), or None when there is none.
+
+        Raises:
+            ValueError: a bad ``target``, or ``"mask"`` when the records hold no label volume.
+        """
+        if target not in ("label", "mask"):
+            raise ValueError(f"target must be 'label' or 'mask', got {target!r}")
+        if target == "mask":
+            if self.label_volume is None:
+                raise ValueError("target='mask' but these shards hold no label volumes")
+            return self.label_volume
+        return "label" if "label" in self.features else None
+
     def encode(self, values: Mapping[str, Any]) -> bytes:
         """A serialised ``tf.train.Example`` of one record (every feature, no other)."""
         missing = sorted(set(self.features) - set(values))

@@ -68,18 +68,8 @@ class PatchSampler(Protocol):
 
 
 def target_feature(features: Schema, target: str) -> str | None:
-    """The feature a sample's ``"label"`` holds (``volprep.load``'s rule), or None.
-
-    Raises:
-        ValueError: a bad ``target``, or ``"mask"`` when the data has no label volume.
-    """
-    if target not in ("label", "mask"):
-        raise ValueError(f"target must be 'label' or 'mask', got {target!r}")
-    if target == "mask":
-        if features.label_volume is None:
-            raise ValueError("target='mask' but these shards hold no label volumes")
-        return features.label_volume
-    return "label" if "label" in features else None
+    """The feature a sample's ``"label"`` holds (:meth:`Schema.target`, ``volprep.load``'s rule)."""
+    return features.target(target)
 
 
 class Reader:
