@@ -6,8 +6,11 @@ int16 -> 128x128x80 float16, 16 MB shards) and reused. Rows, volumes/s, batch 4,
 in-process rows are timed in turn within each repeat, so a busy spell on the machine falls
 on all of them alike:
 
-* ``volprep.load``: the loader with its defaults (shuffled, parsed, decoded, float32);
+* ``volprep.load``: the loader with its defaults (shuffled, decoded, float32; local
+  shards are read directly: :mod:`volprep.loader_direct`);
 * ``volprep.load dtype=float16``: the same, yielding the stored float16 (no cast);
+* ``volprep.load direct=False`` (float32 and float16): the streamed path that URLs take
+  (``TFRecordDataset``, ``parse_example``, ``decode_raw``), for comparison;
 * ``read limit``: a plain ``TFRecordDataset`` over the same shards, records counted
   (``Dataset.reduce``), nothing parsed; the fastest of sequential and parallel reads with
   TF's default read buffer and with the loader's;
@@ -482,12 +485,17 @@ def measure(quick: bool, n: int, epochs: int, repeats: int, gen_n: int, do_tune:
     makers: dict[str, Callable[[], Any]] = {
         "volprep_load": lambda: volprep.load(out, batch_size=BATCH, seed=0),
         "volprep_load_float16": lambda: volprep.load(out, batch_size=BATCH, seed=0, dtype="float16"),
+        "volprep_load_streamed": lambda: volprep.load(out, batch_size=BATCH, seed=0, direct=False),
+        "volprep_load_streamed_float16": lambda: volprep.load(out, batch_size=BATCH, seed=0, dtype="float16",
+                                                              direct=False),
         **{f"read_limit: {k}": v for k, v in reads.items()},
     }
     measured = rates(makers, volumes, epochs, repeats, frozenset(f"read_limit: {k}" for k in reads))
     rows: dict[str, Any] = {
         "volprep_load": measured["volprep_load"],
         "volprep_load_float16": measured["volprep_load_float16"],
+        "volprep_load_streamed": measured["volprep_load_streamed"],
+        "volprep_load_streamed_float16": measured["volprep_load_streamed_float16"],
         "read_limit": best_read({k: measured[f"read_limit: {k}"] for k in reads}),
         "raw_recipe": raw_recipe(out, manifest, volumes, epochs, repeats),
     }
@@ -525,6 +533,8 @@ def report(result: dict[str, Any]) -> str:
     r, mb = result["rows"], result["record_mb"]
     names = {"read_limit": "read limit (TFRecordDataset, counted)", "volprep_load": "volprep.load (defaults, float32)",
              "volprep_load_float16": "volprep.load dtype='float16'",
+             "volprep_load_streamed": "volprep.load direct=False (TFRecordDataset, parse_example)",
+             "volprep_load_streamed_float16": "volprep.load direct=False dtype='float16'",
              "raw_recipe": "raw-file recipe (read_file, decode_raw)",
              "from_generator": "from_generator (nibabel + zoom per step)"}
     rows = []

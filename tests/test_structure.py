@@ -20,6 +20,7 @@ LATE_IMPORTS = {
     ("volprep.config", "volprep.reductions"): "the registry is the list of `reduce` names; "
                                               "its units depend on preprocess code that reads the config",
     ("volprep.loader", "volprep.schema_tf"): "TensorFlow, imported when a dataset is built",
+    ("volprep.loader_direct", "volprep.schema_tf"): "TensorFlow, imported when a dataset is built",
     ("volprep.loader", "volprep.augment.tf_ops"): "TensorFlow",
     ("volprep.verify", "volprep.schema_tf"): "TensorFlow, only for the full parse",
     ("volprep.bench", "volprep.loader"): "TensorFlow",

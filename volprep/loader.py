@@ -1,13 +1,22 @@
 """The training loader: ``volprep.load(path)`` -> a ``tf.data.Dataset`` of batches.
 
-Reads the manifest, so training code needs only the folder: it builds the parse spec of
-the features it yields (no other feature is parsed), knows each split's cardinality,
-interleaves shard files in parallel, batches serialized records and parses a whole batch
-at once (``tf.io.parse_example``), decodes to static shapes, casts the images to the
+Reads the manifest, so training code needs only the folder: it reads only the features it
+yields, knows each split's cardinality, decodes to static shapes, casts the images to the
 ``dtype`` asked for (float32 by default; ``"float16"`` leaves float16 shards uncast),
 applies batched augmentation (TF ops, on the GPU when there is one) and prefetches.
-Shuffling is two-level: the shards are globally pre-shuffled by the converter; the
-loader shuffles the file order and a small record buffer each epoch.
+
+Shards are read one of two ways:
+
+- **directly** (local files, the default there: :mod:`volprep.loader_direct`): records by
+  random access, hardware CRC32C, each array copied once into its batch; an epoch is a
+  fresh permutation of all the host's records (shuffled), or the interleaved file order
+  below (``shuffle=False``). Measured 2-3x TensorFlow's own TFRecord read of the same
+  shards (README, "Loading");
+- **streamed** (URLs, or ``direct=False``: :func:`volprep.loader_files.streamed`):
+  ``TFRecordDataset`` over the shard files interleaved in parallel, shuffled two-level
+  (file order and a small record buffer each epoch, over the converter's global
+  shuffle), batches of serialized records parsed at once (``tf.io.parse_example``).
+
 Several hosts reading one split together (``num_shards``/``shard_index``, or a
 ``tf.distribute.InputContext``) each get the same number of records, so no host waits
 for another at the end of an epoch.
@@ -26,27 +35,30 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from volprep import loader_files, loader_patches, storage
+from volprep import loader_direct, loader_files, loader_patches, storage
 from volprep.errors import UsageError
 from volprep.malloc import tune_allocator
 from volprep.manifest import read_manifest
+from volprep.readers.order import (
+    DEFAULT_BLOCK_LENGTH,
+    DEFAULT_CYCLE_LENGTH,
+    host_plan,
+    host_records,
+)
 from volprep.schema import Schema
 
 log = logging.getLogger(__name__)
 
 # Figures below: benchmarks/results/loader_tuning.json (bench_load.py --tune; 2-core AMD
 # EPYC VM shared with other jobs, load average 2-3, so differences under ~15% are noise;
-# volumes/s, process CPU ms a volume in brackets; float32 output unless said).
-# Where the time goes (perf, float16 output): TF's TFRecord CRC32C (absl's portable code in
+# volumes/s, process CPU ms a volume in brackets; float32 output unless said), measured on
+# the streamed path (before direct reads; the knobs of that path).
+# Where its time goes (perf, float16 output): TF's TFRecord CRC32C (absl's portable code in
 # this TF build) 34%, the page-cache copy into each record 17%, parse_example's and
 # decode_raw's copies 28%, threads and malloc the rest; a plain TFRecordDataset read is 55%
-# CRC, 28% page-cache copy. float32 output adds the cast (14%).
-# cycle_length 1: 430 (3.16), 2: 410 (3.44), 4: 377 (3.27), 8: 440 (3.03): noise (an earlier
-# run had 4 ahead); 4 files keep reads overlapping where storage has latency.
-DEFAULT_CYCLE_LENGTH = 4
-# block_length 1: 443 (3.16), 4: 443 (3.51): equal; one record per file per turn keeps the
-# converter's global shuffle intact, so 1.
-DEFAULT_BLOCK_LENGTH = 1
+# CRC, 28% page-cache copy. float32 output adds the cast (14%). Direct reads
+# (volprep.loader_direct) remove the first and one of the copies: hardware CRC32C costs
+# ~0.1 ms a 2.6 MB record, and the payload is copied from the read buffer into the batch.
 # parse: one parse_example over a batch of serialized records 412 (3.34) vs per record then
 # batch 367 (3.40) vs tf.data's parse_example_dataset 389 (3.76): records are batched (a
 # batch of strings moves them, no copy), then parsed, and decode_raw reads the parsed
@@ -104,6 +116,7 @@ def load(
     shard_index: int = 0,
     input_context: Any = None,
     tune_malloc: bool = True,
+    direct: bool | None = None,
     with_info: bool = False,
 ) -> Any:
     """A ``tf.data.Dataset`` of ``(image, label)`` batches from a volprep shard folder.
@@ -161,6 +174,12 @@ def load(
             ``shard_index`` and the per-replica batch size.
         tune_malloc: call :func:`tune_allocator` (process-wide; ~1.5x faster loading of
             multi-MB records here). False leaves the C allocator alone.
+        direct: how shard files are read. None (default): local files directly
+            (:mod:`volprep.loader_direct`: random access, hardware CRC32C, one copy of
+            every byte), anything else streamed. True insists on direct reads (a
+            ``UsageError`` at a URL); False streams local files too (``TFRecordDataset``).
+            Direct reads shuffle a full permutation of the records each epoch, so
+            ``shuffle_buffer`` only applies to streamed reads.
         with_info: also return the manifest.
 
     Returns:
@@ -182,6 +201,7 @@ def load(
     if isinstance(batch_size, bool) or int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     image_dtype = _image_dtype(tf, dtype)
+    direct = _use_direct(direct, storage.location(path))
     manifest = read_manifest(path)
     if tune_malloc:
         tune_allocator()
@@ -201,43 +221,14 @@ def load(
     plan = host_plan([s.num_records for s in shards], num_shards, shard_index)
     where = storage.location(path)
     files = [str(storage.join(where, shards[i].file)) for i in plan.files]
-    read_file = loader_files.file_reader(tf, loader_files.native(tf, where), READ_BUFFER_BYTES)
     autotune = tf.data.AUTOTUNE
     ordered = bool(deterministic)
 
     if not files:
         log.warning("%s: split %r holds no records: the dataset is empty", path, split)
-    ds = tf.data.Dataset.from_tensor_slices(tf.constant(files, dtype=tf.string))
-    if shuffle and len(files) > 1 and not plan.by_record:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    # The functions below hold no Python control flow on tensors, so AutoGraph is told to
-    # leave them as they are: converting them cost ~450 ms of the first load() in a
-    # process (62-83 ms without; the time to the first batch in bench_load.py).
     plain = tf.autograph.experimental.do_not_convert
-    ds = ds.interleave(
-        plain(read_file),
-        cycle_length=max(1, min(len(files), cycle_length or DEFAULT_CYCLE_LENGTH)),
-        block_length=block_length or DEFAULT_BLOCK_LENGTH,
-        num_parallel_calls=autotune,
-        # Record-level sharding needs the same order on every host to deal disjoint records.
-        deterministic=ordered or plan.by_record,
-    )
-    if plan.by_record:
-        ds = ds.shard(num_shards, shard_index)
-    if num_shards > 1:
-        ds = ds.take(plan.num_records)  # equal counts on every host: no host waits at epoch end
-    ds = ds.apply(tf.data.experimental.assert_cardinality(plan.num_records))
-    buffer = max(MIN_SHUFFLE_BUFFER, DEFAULT_SHUFFLE_BATCHES * records_a_batch) if shuffle_buffer is None else shuffle_buffer
-    if shuffle and not cache and buffer > 1:
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(records_a_batch, drop_remainder=drop_remainder and patch is None)
-    spec = parse_spec(features, wanted)
 
-    def parse(serialized: Any) -> Any:
-        # decode_raw reads the parsed batch's strings directly: two copies of every byte
-        # (parse_example's, decode_raw's) and no other; the cast is a third pass, skipped
-        # when the stored dtype is the one asked for.
-        decoded = decode_batch(tf.io.parse_example(serialized, spec), features)
+    def finish(decoded: Any) -> Any:
         if patch is not None:
             return decoded  # cast after cropping: a pass over the patches, not the volumes
         image = decoded["image"]
@@ -247,7 +238,29 @@ def load(
             return image
         return image, decoded[label_name]
 
-    ds = ds.map(plain(parse), num_parallel_calls=autotune, deterministic=ordered)
+    if direct:
+        reader = loader_direct.DirectReader([str(storage.join(where, s.file)) for s in shards],
+                                            [s.num_records for s in shards], [s.num_bytes for s in shards],
+                                            features, wanted)
+        rows = host_records([s.num_records for s in shards], plan, num_shards, shard_index,
+                            cycle_length or DEFAULT_CYCLE_LENGTH, block_length or DEFAULT_BLOCK_LENGTH)
+        ds = loader_direct.dataset(tf, reader, rows, plan.num_records, records_a_batch, shuffle=shuffle and not cache,
+                                   seed=seed, drop_remainder=drop_remainder and patch is None, ordered=ordered)
+        ds = ds.map(plain(finish), num_parallel_calls=autotune, deterministic=ordered)
+    else:
+        buffer = (max(MIN_SHUFFLE_BUFFER, DEFAULT_SHUFFLE_BATCHES * records_a_batch) if shuffle_buffer is None
+                  else shuffle_buffer)
+        ds = loader_files.streamed(tf, files, where, plan, num_shards, shard_index, shuffle=shuffle, seed=seed,
+                                   ordered=ordered, cache=cache, shuffle_buffer=buffer, records_a_batch=records_a_batch,
+                                   cycle_length=cycle_length or DEFAULT_CYCLE_LENGTH,
+                                   block_length=block_length or DEFAULT_BLOCK_LENGTH,
+                                   drop_remainder=drop_remainder and patch is None, read_buffer=READ_BUFFER_BYTES)
+        spec = parse_spec(features, wanted)
+        # decode_raw reads the parsed batch's strings directly: two copies of every byte
+        # (parse_example's, decode_raw's); the cast is a third pass, skipped when the
+        # stored dtype is the one asked for.
+        ds = ds.map(plain(lambda serialized: finish(decode_batch(tf.io.parse_example(serialized, spec), features))),
+                    num_parallel_calls=autotune, deterministic=ordered)
     if cache:
         ds = ds.cache(cache if isinstance(cache, str) else "")
         if shuffle:
@@ -269,6 +282,15 @@ def load(
     ds = ds.prefetch(prefetch or (autotune if augmenting else DEFAULT_PREFETCH))
     ds = ds.with_options(_options(tf, ordered, threads or DEFAULT_THREADS, sharded=num_shards > 1 or input_context is not None))
     return (ds, manifest) if with_info else ds
+
+
+def _use_direct(direct: bool | None, where: storage.Location) -> bool:
+    """Whether to read the shards directly (see ``load``'s ``direct``)."""
+    if direct is None:
+        return loader_direct.usable(where)
+    if direct and not loader_direct.usable(where):
+        raise UsageError(f"{where}: direct reads need local files; pass direct=None or False for a URL")
+    return bool(direct)
 
 
 def _options(tf: Any, ordered: bool, threads: int, sharded: bool) -> Any:
@@ -297,51 +319,6 @@ def _image_dtype(tf: Any, dtype: str | None) -> Any:
     if not isinstance(dtype, str) or dtype not in IMAGE_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(map(repr, IMAGE_DTYPES))} or None, got {dtype!r}")
     return tf.dtypes.as_dtype(dtype)
-
-
-class HostPlan:
-    """What one host reads: shard file indices, record count, and how it is sharded.
-
-    Attributes:
-        files: indices into the split's shard list, in manifest order.
-        num_records: records this host yields an epoch (the same on every host).
-        by_record: True when hosts share every file and take every n-th record.
-    """
-
-    def __init__(self, files: list[int], num_records: int, by_record: bool) -> None:
-        self.files, self.num_records, self.by_record = files, num_records, by_record
-
-    def __repr__(self) -> str:
-        return f"HostPlan(files={self.files}, num_records={self.num_records}, by_record={self.by_record})"
-
-
-def host_plan(counts: list[int], num_shards: int, shard_index: int) -> HostPlan:
-    """Deals a split's shard files (record ``counts``) to ``num_shards`` hosts.
-
-    With at least as many files as hosts, files are dealt round-robin (file ``i`` to host
-    ``i % num_shards``) so every file is read by exactly one host, and every host stops
-    at the smallest host's record total: the converter cuts shards whose counts differ by
-    at most one, so at most a few records an epoch are left out, and since file order and
-    record order are reshuffled each epoch, different ones each epoch. With fewer files
-    than hosts, every host reads every file in the same order and keeps every
-    ``num_shards``-th record (``Dataset.shard``), ``total // num_shards`` of them.
-
-    Raises:
-        UsageError: ``shard_index`` out of range, or fewer records than hosts.
-    """
-    if num_shards < 1 or not 0 <= shard_index < num_shards:
-        raise UsageError(f"shard_index {shard_index} out of range for num_shards {num_shards}")
-    total = sum(counts)
-    if num_shards == 1:
-        return HostPlan(list(range(len(counts))), total, False)
-    if total < num_shards:
-        raise UsageError(f"{total} records cannot be spread over {num_shards} hosts")
-    if len(counts) >= num_shards:
-        per_host = [sum(counts[i::num_shards]) for i in range(num_shards)]
-        return HostPlan(list(range(shard_index, len(counts), num_shards)), min(per_host), False)
-    log.info("%d shard files for %d hosts: sharding by record (every host reads every file)",
-             len(counts), num_shards)
-    return HostPlan(list(range(len(counts))), total // num_shards, True)
 
 
 def _augmented(ds: Any, augment: Any, seed: int | None, label_name: str | None,

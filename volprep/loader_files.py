@@ -53,3 +53,35 @@ def file_reader(tf: Any, native_files: bool, buffer_size: int) -> Callable[[Any]
         return lambda f: tf.data.TFRecordDataset(f, buffer_size=buffer_size)
     signature = tf.TensorSpec([], tf.string)
     return lambda f: tf.data.Dataset.from_generator(_records, args=(f,), output_signature=signature)
+
+
+def streamed(tf: Any, files: list[str], where: storage.Location, plan: Any, num_shards: int, shard_index: int, *,
+             shuffle: bool, seed: int | None, ordered: bool, cache: Any, shuffle_buffer: int, records_a_batch: int,
+             cycle_length: int, block_length: int, drop_remainder: bool, read_buffer: int) -> Any:
+    """Batches of serialised records, streamed file by file (``TFRecordDataset``, or fsspec).
+
+    The loader's path where shards are not local files (``gs://`` read by TensorFlow,
+    ``s3://`` and others through fsspec) or ``direct=False``: the host's files (shuffled
+    each epoch) are interleaved ``cycle_length`` at a time, ``block_length`` records from
+    each in turn, records pass a ``shuffle_buffer`` of that many and are batched.
+    """
+    read_file = file_reader(tf, native(tf, where), read_buffer)
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(files, dtype=tf.string))
+    if shuffle and len(files) > 1 and not plan.by_record:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        tf.autograph.experimental.do_not_convert(read_file),
+        cycle_length=max(1, min(len(files), cycle_length)),
+        block_length=block_length,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        # Record-level sharding needs the same order on every host to deal disjoint records.
+        deterministic=ordered or plan.by_record,
+    )
+    if plan.by_record:
+        ds = ds.shard(num_shards, shard_index)
+    if num_shards > 1:
+        ds = ds.take(plan.num_records)  # equal counts on every host: no host waits at epoch end
+    ds = ds.apply(tf.data.experimental.assert_cardinality(plan.num_records))
+    if shuffle and not cache and shuffle_buffer > 1:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(records_a_batch, drop_remainder=drop_remainder)

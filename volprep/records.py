@@ -13,10 +13,10 @@ should not need TensorFlow (report, inspect).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from pathlib import Path
 
-import google_crc32c
+import crc32c
 import numpy as np
 
 from volprep import storage
@@ -142,6 +142,53 @@ def decode_example(data: bytes) -> dict[str, list[bytes] | np.ndarray]:
     return out
 
 
+def feature_views(data: bytes | bytearray | memoryview, names: Container[str]) -> dict[str, memoryview]:
+    """The ``Feature`` message of each feature of a serialised Example named in ``names``,
+    as views into ``data`` (nothing copied; a multi-MB payload stays where it was read).
+
+    Raises:
+        ValueError: the bytes are not an Example (IndexError on truncated protobuf is raised as is).
+    """
+    out: dict[str, memoryview] = {}
+    for _, features in _fields(memoryview(data)):
+        if not isinstance(features, memoryview):
+            raise ValueError("not a tf.train.Example")
+        for _, entry in _fields(features):
+            if not isinstance(entry, memoryview):
+                raise ValueError("not a tf.train.Example")
+            name, value = "", None
+            for number, part in _fields(entry):
+                if not isinstance(part, memoryview):
+                    raise ValueError("not a tf.train.Example")
+                if number == 1:
+                    name = bytes(part).decode("utf-8")
+                else:
+                    value = part
+            if value is not None and name in names:
+                out[name] = value
+    return out
+
+
+def bytes_value(feature: memoryview) -> memoryview:
+    """The one value of a ``bytes_list`` Feature (a view of :func:`feature_views`), uncopied.
+
+    Raises:
+        ValueError: the Feature is not a bytes_list of one value.
+    """
+    for kind, payload in _fields(feature):
+        if kind == 1 and isinstance(payload, memoryview):
+            values = [v for _, v in _fields(payload)]
+            if len(values) == 1 and isinstance(values[0], memoryview):
+                return values[0]
+            raise ValueError(f"a bytes_list of {len(values)} values, not one")
+    raise ValueError("not a bytes_list")
+
+
+def decode_feature(feature: memoryview) -> list[bytes] | np.ndarray:
+    """A ``Feature`` message's values: a list of bytes, or an int64 or float32 array."""
+    return _decode_feature(feature)
+
+
 def _decode_feature(feature: memoryview) -> list[bytes] | np.ndarray:
     for kind, payload in _fields(feature):
         assert isinstance(payload, memoryview)
@@ -164,9 +211,10 @@ def _decode_feature(feature: memoryview) -> list[bytes] | np.ndarray:
     return []
 
 
-def masked_crc(data: bytes | memoryview) -> int:
-    """TFRecord's masked CRC32C."""
-    crc = google_crc32c.value(bytes(data) if isinstance(data, memoryview) else data)
+def masked_crc(data: bytes | bytearray | memoryview) -> int:
+    """TFRecord's masked CRC32C (hardware CRC32C instructions where the CPU has them, ~24
+    GB/s here; any buffer, no copy; the GIL is released for large buffers)."""
+    crc = crc32c.crc32c(data)
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 

@@ -1,6 +1,6 @@
 """Which records a host reads, in which order, each epoch: pure functions of counts and seeds.
 
-Hosts get the records ``volprep.load`` gives them: :func:`volprep.loader.host_plan` deals
+Hosts get the records ``volprep.load`` gives them: :func:`host_plan` deals
 the split's shard files (or, with fewer files than hosts, every ``num_shards``-th record)
 and fixes the record count every host yields. Unshuffled, the order is the one
 ``volprep.load(shuffle=False, deterministic=True)`` yields: tf.data's ``interleave`` of
@@ -16,12 +16,69 @@ within that file.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 
-from volprep.loader import DEFAULT_BLOCK_LENGTH, DEFAULT_CYCLE_LENGTH, HostPlan, host_plan
+from volprep.errors import UsageError
 from volprep.seeds import rng_for
+
+log = logging.getLogger(__name__)
+
+# The loader's interleave of streamed files (measured in volprep.loader's notes,
+# benchmarks/results/loader_tuning.json), and so the unshuffled order of every reader.
+# cycle_length 1 (streamed reads): 430 (3.16), 2: 410 (3.44), 4: 377 (3.27), 8: 440 (3.03): noise (an earlier
+# run had 4 ahead); 4 files keep reads overlapping where storage has latency.
+DEFAULT_CYCLE_LENGTH = 4
+# block_length 1: 443 (3.16), 4: 443 (3.51): equal; one record per file per turn keeps the
+# converter's global shuffle intact, so 1.
+DEFAULT_BLOCK_LENGTH = 1
+
+
+class HostPlan:
+    """What one host reads: shard file indices, record count, and how it is sharded.
+
+    Attributes:
+        files: indices into the split's shard list, in manifest order.
+        num_records: records this host yields an epoch (the same on every host).
+        by_record: True when hosts share every file and take every n-th record.
+    """
+
+    def __init__(self, files: list[int], num_records: int, by_record: bool) -> None:
+        self.files, self.num_records, self.by_record = files, num_records, by_record
+
+    def __repr__(self) -> str:
+        return f"HostPlan(files={self.files}, num_records={self.num_records}, by_record={self.by_record})"
+
+
+def host_plan(counts: list[int], num_shards: int, shard_index: int) -> HostPlan:
+    """Deals a split's shard files (record ``counts``) to ``num_shards`` hosts.
+
+    With at least as many files as hosts, files are dealt round-robin (file ``i`` to host
+    ``i % num_shards``) so every file is read by exactly one host, and every host stops
+    at the smallest host's record total: the converter cuts shards whose counts differ by
+    at most one, so at most a few records an epoch are left out, and since file order and
+    record order are reshuffled each epoch, different ones each epoch. With fewer files
+    than hosts, every host reads every file in the same order and keeps every
+    ``num_shards``-th record (``Dataset.shard``), ``total // num_shards`` of them.
+
+    Raises:
+        UsageError: ``shard_index`` out of range, or fewer records than hosts.
+    """
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise UsageError(f"shard_index {shard_index} out of range for num_shards {num_shards}")
+    total = sum(counts)
+    if num_shards == 1:
+        return HostPlan(list(range(len(counts))), total, False)
+    if total < num_shards:
+        raise UsageError(f"{total} records cannot be spread over {num_shards} hosts")
+    if len(counts) >= num_shards:
+        per_host = [sum(counts[i::num_shards]) for i in range(num_shards)]
+        return HostPlan(list(range(shard_index, len(counts), num_shards)), min(per_host), False)
+    log.info("%d shard files for %d hosts: sharding by record (every host reads every file)",
+             len(counts), num_shards)
+    return HostPlan(list(range(len(counts))), total // num_shards, True)
 
 __all__ = ["HostPlan", "epoch_positions", "host_plan", "host_records", "interleave", "worker_share"]
 
