@@ -14,6 +14,9 @@ on all of them alike:
 * ``read limit``: a plain ``TFRecordDataset`` over the same shards, records counted
   (``Dataset.reduce``), nothing parsed; the fastest of sequential and parallel reads with
   TF's default read buffer and with the loader's;
+* ``read floor``: what reading the shards costs at least on this machine: every record
+  ``os.preadv``-ed and its CRC32C computed in hardware, one thread per core, nothing
+  decoded (direct reads add one copy into the batch; information, not a goal);
 * ``raw-file recipe``: the same volumes as float16 ``.raw`` files, ``read_file`` ->
   ``decode_raw`` -> ``reshape`` -> float32, batch, prefetch;
 * ``from_generator``: nibabel ``get_fdata`` of the ``.nii.gz`` heads, ``scipy.ndimage.zoom``
@@ -176,6 +179,48 @@ def read_limit(files: list[str], volumes: int, epochs: int, repeats: int) -> dic
     """The read limit alone (see :func:`read_limit_makers`)."""
     makers = read_limit_makers(files)
     return best_read(rates(makers, volumes, epochs, repeats, frozenset(makers)))
+
+
+def read_floor(files: list[str], volumes: int, epochs: int, repeats: int) -> dict[str, Any]:
+    """The floor of reading these shards on this machine: every record ``os.preadv``-ed into
+    a reused buffer and its CRC32C computed (hardware), nothing decoded or copied again; one
+    thread per core, files dealt round-robin. Direct reads add one copy into the batch."""
+    import concurrent.futures
+    import struct
+
+    import crc32c
+
+    threads = max(1, min(len(files), len(os.sched_getaffinity(0))))
+
+    def read(names: list[str]) -> int:
+        buf, head, tail, n = bytearray(1 << 20), bytearray(12), bytearray(4), 0
+        for name in names:
+            fd = os.open(name, os.O_RDONLY)
+            try:
+                pos, size = 0, os.fstat(fd).st_size
+                while pos < size:
+                    os.preadv(fd, [head], pos)
+                    length = struct.unpack_from("<Q", head)[0]
+                    if len(buf) < length:
+                        buf = bytearray(length)
+                    data = memoryview(buf)[:length]
+                    os.preadv(fd, [data, tail], pos + 12)
+                    crc32c.crc32c(data)
+                    pos += 16 + length
+                    n += 1
+            finally:
+                os.close(fd)
+        return n
+
+    runs, cpu = [], []
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeats):
+            start, cpu_start = time.perf_counter(), _cpu_s()
+            for _ in range(epochs):
+                assert sum(pool.map(read, [files[i::threads] for i in range(threads)])) == volumes
+            runs.append(volumes * epochs / (time.perf_counter() - start))
+            cpu.append((_cpu_s() - cpu_start) / (volumes * epochs) * 1e3)
+    return {"volumes_per_s": median(runs), "cpu_ms_per_volume": median(cpu), "threads": threads, "runs": runs}
 
 
 def raw_recipe(out: Path, manifest: Any, volumes: int, epochs: int, repeats: int) -> dict[str, Any]:
@@ -498,6 +543,7 @@ def measure(quick: bool, n: int, epochs: int, repeats: int, gen_n: int, do_tune:
         "volprep_load_streamed_float16": measured["volprep_load_streamed_float16"],
         "read_limit": best_read({k: measured[f"read_limit: {k}"] for k in reads}),
         "raw_recipe": raw_recipe(out, manifest, volumes, epochs, repeats),
+        "read_floor": read_floor(files, volumes, epochs, repeats),
     }
     rows["fresh"] = fresh_rows(out, repeats, one_process=quick)
     tuning = None
@@ -535,6 +581,7 @@ def report(result: dict[str, Any]) -> str:
              "volprep_load_float16": "volprep.load dtype='float16'",
              "volprep_load_streamed": "volprep.load direct=False (TFRecordDataset, parse_example)",
              "volprep_load_streamed_float16": "volprep.load direct=False dtype='float16'",
+             "read_floor": "read floor (preadv + hardware CRC32C, no decode)",
              "raw_recipe": "raw-file recipe (read_file, decode_raw)",
              "from_generator": "from_generator (nibabel + zoom per step)"}
     rows = []
