@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--cache", metavar="DIR", help="local folder of the conversion cache (default: OUT/cache; "
                    "for a URL OUT, ~/.cache/volprep/<hash of OUT>)")
     s.add_argument("--config", help="pipeline TOML (default: built-in defaults)")
-    s.add_argument("--workers", type=int, help="local worker processes (default: all cores)")
+    s.add_argument("--workers", type=int, help="local worker processes (default: all cores; none, converting in this "
+                   "process, for a dataset under 32 MiB on disk)")
     s.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
     s.add_argument("--seed", type=int, help="overrides [job] seed")
     s.add_argument("--on-error", choices=("skip", "fail"), help="overrides [job] on_error")

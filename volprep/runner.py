@@ -30,7 +30,7 @@ from typing import Any
 
 from volprep import append, backends, inputs, publish, storage
 from volprep.augment.spec import Params, sample
-from volprep.backends import WorkerDied, default_workers, run_tasks
+from volprep.backends import WorkerDied, local_workers, run_tasks
 from volprep.cache import CaseCache, default_cache_dir
 from volprep.cases import Case, Dataset, discover, read_split_file, subset_from_column
 from volprep.classes import PlanEntry
@@ -55,7 +55,7 @@ from volprep.shards import (
     split_tag,
     write_shard,
 )
-from volprep.survey import available_memory, check_record_size, survey
+from volprep.survey import available_memory, check_record_size, disk_bytes, survey
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -107,6 +107,8 @@ def run_job(
     by default ``OUT/cache`` for a local OUT and :func:`volprep.cache.default_cache_dir` for a URL.
     A rerun that finds only new cases appends them as a new generation of shards; removed or
     changed cases are refused unless ``rebuild`` (a full rewrite): :mod:`volprep.append`.
+    ``workers`` local processes convert and write (default: all cores, or for a dataset
+    under 32 MiB on disk none, the tasks running in this process: ``backends.local_workers``).
 
     Raises:
         UsageError: a missing dataset, an unwritable or locked output folder, a target
@@ -126,16 +128,17 @@ def run_job(
     with output_lock(out_dir) as lease:  # DATA at a URL: mirrored beside the cache, under the lock
         staged = inputs.stage(url, inputs.staging_dir(cache, url)) if url else None
         with inputs.messages_name_url(staged):
-            return _Job(staged.local if staged else data, out_dir, config, workers or default_workers(),
+            return _Job(staged.local if staged else data, out_dir, config, workers,
                         scheduler, memory_limit, quiet, cache, lease, rebuild, staged).run()
 
 
 class _Job:
-    def __init__(self, data: Path, out_dir: storage.Location, config: PipelineConfig, workers: int,
+    def __init__(self, data: Path, out_dir: storage.Location, config: PipelineConfig, workers: int | None,
                  scheduler: str | None, memory_limit: int | None, quiet: bool, cache_dir: Path,
                  lease: Lease | None, rebuild: bool = False, staged: inputs.Staged | None = None) -> None:
         self.data, self.out_dir, self.config, self.staged = data, out_dir, config, staged
-        self.workers, self.scheduler, self.memory_limit = workers, scheduler, memory_limit
+        self.scheduler, self.memory_limit = scheduler, memory_limit
+        self.requested, self.workers = workers, 0  # the worker count: decided once the cases are known
         self.quiet, self.lease = quiet, lease
         self.failures: list[Failure] = []
         self.timings: dict[str, float] = {}
@@ -168,11 +171,12 @@ class _Job:
 
     def run(self) -> JobResult:
         cfg = self.config
-        if not self.scheduler and self.memory_limit is None:
-            backends.warm_up(warm_up, self.workers)  # workers start while discovery runs
         with self.stage("discover"):
             dataset = discover(self.data, unlabelled=cfg.job.unlabelled,
                                folder_ids=DICOM_CASE_IDS[cfg.read.dicom_case_id])
+        self.workers = local_workers(self.requested, disk_bytes(dataset.cases, backends.IN_PROCESS_BYTES))
+        if not self.scheduler and self.memory_limit is None:
+            backends.warm_up(warm_up, self.workers)  # workers start while the headers are read
         self.notes.extend(dataset.notes)
         for case_id, path, problem in dataset.problems:
             self.fail(Failure(case_id, path, problem))
@@ -282,7 +286,7 @@ class _Job:
 
     # -- target shape --------------------------------------------------------------------
     def check_record_size(self, target: tuple[int, ...], channels: int) -> None:
-        workers = backends.worker_count(self.workers, backends.usable_cores())[0] if not self.scheduler else 1
+        workers = backends.worker_count(max(1, self.workers), backends.usable_cores())[0] if not self.scheduler else 1
         check_record_size(target, channels, workers, self.memory_limit)
 
     def target_shape(self, ok: dict[str, CaseResult]) -> tuple[int, int, int]:
@@ -391,9 +395,6 @@ class _Job:
             self.events.append(f"appended generation {generation}: {len(decision.new)} new case(s) in {len(todo)} "
                                f"new shard(s); the {sum(map(len, kept.values()))} published shard(s) kept as they are")
         return {s: [*kept[s], *(i for i in infos if i is not None)] for s, infos in by_split.items()}
-
-
-
 
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "Failure", "InputError", "JobResult", "run_job"]
