@@ -12,6 +12,7 @@ SIGINT and SIGTERM, however many and whenever they come, end a command with one 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import logging
 import os
@@ -19,6 +20,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from volprep import __version__, backends
 from volprep.errors import ConfigError, DatasetError, JobError, UsageError, VolprepError
@@ -93,8 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Without ``argv`` (the ``volprep`` program, ``python -m volprep``) it owns the process:
     after an interrupt the signals stay ignored until it exits, and a watchdog ends it
     with the right status if that takes too long; once a command has finished, a late
-    signal is ignored while the interpreter exits. With ``argv`` (tests, callers in
-    Python) it returns with its signal handlers restored.
+    signal is ignored while the process exits, and it exits without the interpreter's
+    teardown (:func:`_end_program`). With ``argv`` (tests, callers in Python) it returns
+    with its signal handlers restored.
     """
     program = argv is None
     trap = Trap(program=program)
@@ -107,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             backends.shutdown()  # the workers end with the command, not at interpreter exit
             if program:
                 trap.ignore_from_now()
+        if program:
+            _end_program(status)
         return status
     except KeyboardInterrupt as err:  # the trap's Interrupted, or a Ctrl-C that came before it
         return _interrupted(trap, as_interrupted(err), program)
@@ -129,6 +134,15 @@ def _run(argv: Sequence[str] | None) -> int:
     except VolprepError as err:
         print(f"volprep: error: {err}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _end_program(status: int) -> NoReturn:
+    """Ends the finished program: the atexit handlers run (logging's flush, multiprocessing's
+    finalizers), stdout and stderr are flushed, and the interpreter's teardown is skipped:
+    freeing the modules of numba, LLVM and matplotlib one object at a time took ~0.4 s
+    after every command, and a finished command needs nothing of it."""
+    atexit._run_exitfuncs()  # what sys.exit would run; os._exit runs none of it
+    exit_now(status)
 
 
 def _interrupted(trap: Trap, err: Interrupted, program: bool) -> int:
