@@ -41,7 +41,7 @@ from volprep.storage import Location, join, write_text
 from volprep.summary import inspect_text, summary_text
 
 if TYPE_CHECKING:
-    from volprep.runner import JobResult
+    from volprep.job_result import JobResult
 
 log = logging.getLogger(__name__)
 

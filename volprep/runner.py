@@ -18,7 +18,6 @@ runs them and keeps the books.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import sys
@@ -37,8 +36,9 @@ from volprep.classes import PlanEntry
 from volprep.config import DICOM_CASE_IDS, PipelineConfig
 from volprep.convert import CaseResult, convert_case, warm_up
 from volprep.errors import InputError, JobError, UsageError
+from volprep.job_result import Failure, JobResult
 from volprep.lock import Lease, output_lock
-from volprep.manifest import Manifest, build_manifest, write_manifest
+from volprep.manifest import build_manifest, write_manifest
 from volprep.plan import Plan, make_plan, plan_json, previous_splits
 from volprep.preprocess import plan_target_shape
 from volprep.progress import Progress
@@ -58,34 +58,6 @@ from volprep.shards import (
 from volprep.survey import available_memory, check_record_size, disk_bytes, survey
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
-
-
-@dataclasses.dataclass
-class Failure:
-    """A case that could not be converted."""
-
-    case: str
-    path: str
-    error: str
-
-    def line(self) -> str:
-        return f"case {self.case}: {self.path}: {self.error}"
-
-
-@dataclasses.dataclass
-class JobResult:
-    """What a finished job did (the summary and the tests read it)."""
-
-    out_dir: storage.Location
-    exit_code: int
-    manifest: Manifest
-    failures: list[Failure]
-    cases_found: int
-    cases_converted: int
-    cases_reused: int
-    timings: dict[str, float]
-    notes: list[str]
-    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 def run_job(
