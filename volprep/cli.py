@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from volprep import __version__, backends
+from volprep import __version__, backends, report_process
 from volprep.errors import ConfigError, DatasetError, JobError, UsageError, VolprepError
 from volprep.interrupts import Interrupted, Trap, as_interrupted, exit_now, interrupted_line
 
@@ -178,12 +178,16 @@ def _shards(args: argparse.Namespace) -> int:
             print(f"volprep: --workers {args.workers} capped to {workers} ({reason})", file=sys.stderr)
     if args.cache is not None and "://" in args.cache:
         raise UsageError(f"--cache {args.cache}: the cache must be a local folder (it is read at random, a case at a time)")
-    result = run_job(args.data, args.out, config, workers=workers, scheduler=args.scheduler,
-                     memory_limit=memory, quiet=args.quiet, cache_dir=args.cache, rebuild=args.rebuild)
-    if not args.no_report:
-        from volprep.report import write_report_warned
-
-        write_report_warned(result)
+    # the report's process imports matplotlib while the job runs (volprep.report_process)
+    report = None if args.no_report else report_process.start()
+    try:
+        result = run_job(args.data, args.out, config, workers=workers, scheduler=args.scheduler,
+                         memory_limit=memory, quiet=args.quiet, cache_dir=args.cache, rebuild=args.rebuild)
+        if report is not None:
+            report.write_warned(result)
+    finally:
+        if report is not None:
+            report.close()
     print(summary_text(result))
     return result.exit_code
 

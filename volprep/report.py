@@ -344,7 +344,12 @@ def write_report_warned(result: JobResult) -> None:
     try:
         write_report(result.out_dir, result)
     except Exception as err:  # noqa: BLE001 - a plot must never fail a finished job
-        line = f"report not written: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+        line = f"report not written: {describe_failure(err)}"
         result.warnings.append(line)
         print(f"volprep: warning: {line}", file=sys.stderr, flush=True)
     result.timings["report"] = round(time.perf_counter() - start, 3)
+
+
+def describe_failure(err: BaseException) -> str:
+    """What the warning line says of a report that failed: ``TypeName: first line``."""
+    return f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"

@@ -66,6 +66,18 @@ def set_margins(fig: Figure, *, left: float, right: float, bottom: float, top: f
                         wspace=gap / panel)
 
 
+def warm_up() -> None:
+    """Draws a throwaway chart (a log axis, a legend, texts at the report's sizes) into
+    memory, so that a process about to draw the report has loaded its fonts, mathtext and
+    PNG writer beforehand (:mod:`volprep.report_process` calls it while the job runs)."""
+    import io
+
+    fig = histograms_figure({("train", False): [np.linspace(-2.0, 2.0, 64, dtype=np.float32)[None]]}, "zscore")
+    for size in (6, 7, 8, 10):
+        fig.text(0.5, 0.5, "0123456789 \u00b7 \u2212 abcdefghijklmnopqrstuvwxyz", fontsize=size)
+    fig.savefig(io.BytesIO(), format="png", dpi=DPI, pil_kwargs={"compress_level": 1})
+
+
 def plot_class_counts(manifest: Manifest, plan: Mapping[str, Any] | None, path: Path) -> None:
     """Writes ``class_counts.png`` (:func:`class_counts_figure`)."""
     save_figure(class_counts_figure(manifest, plan), path)
