@@ -163,6 +163,17 @@ def _interrupted(trap: Trap, err: Interrupted, program: bool) -> int:
 
 
 def _shards(args: argparse.Namespace) -> int:
+    # First thing: the report's process imports matplotlib while this one imports the stages
+    # and runs the job (volprep.report_process).
+    report = None if args.no_report else report_process.start()
+    try:
+        return _job(args, report)
+    finally:
+        if report is not None:
+            report.close()
+
+
+def _job(args: argparse.Namespace, report: report_process.ReportProcess | None) -> int:
     from volprep.config import load_config, parse_size
     from volprep.runner import run_job
     from volprep.summary import summary_text
@@ -178,16 +189,10 @@ def _shards(args: argparse.Namespace) -> int:
             print(f"volprep: --workers {args.workers} capped to {workers} ({reason})", file=sys.stderr)
     if args.cache is not None and "://" in args.cache:
         raise UsageError(f"--cache {args.cache}: the cache must be a local folder (it is read at random, a case at a time)")
-    # the report's process imports matplotlib while the job runs (volprep.report_process)
-    report = None if args.no_report else report_process.start()
-    try:
-        result = run_job(args.data, args.out, config, workers=workers, scheduler=args.scheduler,
-                         memory_limit=memory, quiet=args.quiet, cache_dir=args.cache, rebuild=args.rebuild)
-        if report is not None:
-            report.write_warned(result)
-    finally:
-        if report is not None:
-            report.close()
+    result = run_job(args.data, args.out, config, workers=workers, scheduler=args.scheduler,
+                     memory_limit=memory, quiet=args.quiet, cache_dir=args.cache, rebuild=args.rebuild)
+    if report is not None:
+        report.write_warned(result)
     print(summary_text(result))
     return result.exit_code
 
