@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from volprep.worker_setup import die_with_parent
+
 if TYPE_CHECKING:
     from volprep.job_result import JobResult
 
@@ -78,8 +80,6 @@ def serve() -> None:
     stdout with ``None`` or the problem (``"TypeName: first line"``), pickled."""
     import logging
     import os
-
-    from volprep.worker_setup import die_with_parent
 
     die_with_parent(os.getppid())  # SIGINT ignored (then unblocked), SIGKILL when the job dies
     logging.basicConfig(level=logging.WARNING, format="volprep: %(message)s")
