@@ -13,7 +13,7 @@ import pytest
 from test_report import make_folder
 
 from volprep.job_result import Failure, JobResult
-from volprep.report import FIGURES, write_report_warned
+from volprep.report import FIGURES, write_report, write_report_warned
 from volprep.report_process import start
 
 
@@ -66,3 +66,23 @@ def test_a_helper_that_died_is_a_warning_and_an_unused_one_ends(tmp_path: Path) 
     unused = start()
     unused.close()  # the job failed: no report asked for
     assert unused.proc.returncode is not None
+
+
+def test_the_montage_drawn_in_a_forked_process_is_the_same_and_its_failure_raised(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import volprep.report
+
+    out = tmp_path / "out"
+    make_folder(out)
+    write_report(out)
+    alone = {name: (out / "report" / name).read_bytes() for name in FIGURES}
+    write_report(out, fork=True)
+    assert {name: (out / "report" / name).read_bytes() for name in FIGURES} == alone
+
+    def broken(*args: object) -> None:
+        raise ValueError("no montage today")
+
+    monkeypatch.setattr(volprep.report, "plot_montage", broken)
+    with pytest.raises(RuntimeError, match=r"^montage.png: ValueError: no montage today$"):
+        write_report(out, fork=True)
+    assert (out / "report" / "histograms.png").is_file()  # the rest was drawn meanwhile

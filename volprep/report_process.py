@@ -6,7 +6,8 @@ the command starts a helper process first thing (:func:`start`), which imports
 :mod:`volprep.report` and matplotlib on another core and waits; once the job has published
 its shards, :meth:`ReportProcess.write_warned` hands it the job's result and waits while it
 writes ``OUT/report/`` with :func:`volprep.report.write_report`, the very function a
-``volprep report`` runs. Nothing is swallowed: what fails there (an error, or the helper
+``volprep report`` runs (here with ``fork=True``: the montage is drawn by a forked child
+while the helper draws the charts, on the two cores the waiting job leaves). Nothing is swallowed: what fails there (an error, or the helper
 itself ending) comes back as the one warning line :func:`volprep.report.write_report_warned`
 prints, in ``result.warnings``, and never changes the job's result. The helper ignores
 SIGINT (a terminal's Ctrl-C reaches the whole group; the job acts on it), dies with the
@@ -100,7 +101,7 @@ def serve() -> None:
     else:
         try:
             result = pickle.loads(data)
-            write_report(result.out_dir, result)
+            write_report(result.out_dir, result, fork=hasattr(os, "fork"))  # no threads here
             problem = None
         except Exception as err:  # noqa: BLE001 - sent back, then said as one warning line
             problem = describe_failure(err)
