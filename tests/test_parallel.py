@@ -1,4 +1,4 @@
-"""Backends and byte determinism: ``--workers 1``, ``--workers 2`` and a real Dask cluster
+"""Backends and byte determinism: in-process, ``--workers 1``, ``--workers 2`` and a real Dask cluster
 (``dask scheduler`` + ``dask worker`` processes on 127.0.0.1) write identical shards and
 manifests; a Dask worker killed mid-case fails that case only; record order is a seeded
 hash of stable keys; admission bounds the work in flight."""
@@ -135,6 +135,47 @@ def test_workers_1_2_and_dask_write_identical_bytes(demo_data: Path, pipeline: P
     assert sum(n.endswith(".tfrecord") for n in got["w1"]) >= 4  # several shards, written in parallel
     assert got["w1"] == got["w2"]
     assert got["w1"] == got["dask"]
+
+
+def test_in_process_and_two_workers_write_identical_bytes(demo_data: Path, pipeline: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config(pipeline)
+    two = run_job(demo_data, tmp_path / "w2", config, quiet=True, workers=2)
+
+    def no_pool(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a worker pool was started")
+
+    # without --workers, a dataset this small (a few MB) starts no worker process
+    monkeypatch.setattr("joblib.externals.loky.get_reusable_executor", no_pool)
+    here = run_job(demo_data, tmp_path / "here", config, quiet=True)
+    assert here.exit_code == two.exit_code == 0 and here.cases_converted == DEMO_CASES
+    assert sum(n.endswith(".tfrecord") for n in outputs(tmp_path / "w2")) >= 4
+    assert outputs(tmp_path / "here") == outputs(tmp_path / "w2")
+
+
+def test_small_datasets_run_in_process_unless_workers_are_asked_for(tmp_path: Path) -> None:
+    from volprep.backends import IN_PROCESS_BYTES, default_workers, local_workers
+    from volprep.cases import Case
+    from volprep.survey import disk_bytes
+
+    assert local_workers(None, IN_PROCESS_BYTES - 1) == 0
+    assert local_workers(None, IN_PROCESS_BYTES) == default_workers()
+    assert local_workers(1, 0) == 1 and local_workers(3, IN_PROCESS_BYTES) == 3
+    (tmp_path / "a.nii.gz").write_bytes(b"x" * 100)
+    (tmp_path / "b.hdr").write_bytes(b"x" * 10)
+    (tmp_path / "b.img").write_bytes(b"x" * 1000)  # an Analyze pair: the .img counts too
+    series = tmp_path / "series"
+    series.mkdir()
+    for n in range(3):
+        (series / f"{n}.dcm").write_bytes(b"x" * 50)  # a DICOM folder: its files count
+
+    def case(name: str, *images: Path, mask: Path | None = None) -> Case:
+        return Case(name, name, images, mask, None)
+
+    cases = [case("a", tmp_path / "a.nii.gz", mask=tmp_path / "b.hdr"), case("s", series)]
+    assert disk_bytes(cases, 10**6) == 100 + 10 + 1000 + 150
+    assert disk_bytes(cases, 500) == 1110  # stops once past the limit: the folder is not listed
+    assert disk_bytes([case("gone", tmp_path / "gone.nii")], 500) == 500  # unreadable: counted as large
 
 
 def test_dask_worker_killed_mid_case_fails_that_case_only(demo_data: Path, pipeline: Path,

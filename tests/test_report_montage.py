@@ -1,8 +1,9 @@
 """Tests for volprep.report_montage: the montage's layout and legend for any label count.
 
 The geometry is matplotlib's own: each figure is drawn on an Agg canvas and the boxes of
-its artists (``get_window_extent``) are compared in display pixels, so "the legend does
-not cover the slices or the title" is checked as drawn, not as intended.
+its artists (``get_window_extent``; the slice grid's picture: its extent) are compared in
+display pixels, so "the legend does not cover the slices or the title" is checked as
+drawn, not as intended.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def overlaps(a: Any, b: Any) -> bool:
 def test_the_legend_sits_beside_the_slices_and_below_the_title(n_labels: int, n_rows: int) -> None:
     """One row (the legend is taller than the grid) and two rows (one with a copy: wider)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.transforms import Bbox
 
     shown = samples(n_labels)
     names = {str(v): f"NeuroMaps_{v}" for v in range(2 * n_labels + 2)}
@@ -78,10 +80,19 @@ def test_the_legend_sits_beside_the_slices_and_below_the_title(n_labels: int, n_
     title_box = title.get_window_extent(renderer)
     assert page.x0 <= title_box.x0 and title_box.x1 <= page.x1 and title_box.y1 <= page.y1
     assert not overlaps(legend, title_box), (legend, title_box)
-    for ax in fig.axes:  # every slice and every colour bar
-        box = ax.get_window_extent(renderer)
-        assert not overlaps(legend, box), (n_labels, ax.get_title(), legend, box)
-        assert not overlaps(title_box, ax.get_tightbbox(renderer)), ax.get_title()  # panel titles too
+    assert len(fig.images) == 1  # every slice and colour bar, in one picture
+    x0, x1, y0, y1 = fig.images[0].get_extent()
+    grid = Bbox.from_extents(x0, y0, x1, y1)
+    assert page.x0 <= grid.x0 and grid.x1 <= page.x1 and page.y0 <= grid.y0 and grid.y1 <= page.y1
+    assert not overlaps(legend, grid), (n_labels, legend, grid)
+    assert not overlaps(title_box, grid), (title_box, grid)
+    texts = [t for t in fig.texts if t is not title]  # panel titles, row labels, tick labels
+    assert len(texts) > 3 * n_rows
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        assert not overlaps(legend, box), (n_labels, text.get_text(), legend, box)
+        assert not overlaps(title_box, box), text.get_text()
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, text.get_text()
 
 
 @pytest.mark.parametrize("n_labels", [3, 20, 700])

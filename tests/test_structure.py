@@ -26,6 +26,9 @@ LATE_IMPORTS = {
     ("volprep.bench", "volprep.loader"): "TensorFlow",
     ("volprep.schema_tf", "volprep.preprocess.wavelet_tf"): "TensorFlow graph code, only for wavelet records",
     ("volprep.encodings", "volprep.kernels"): "numba kernels: only the converter encodes; readers stay light",
+    ("volprep.report_process", "volprep.report"): "matplotlib and the report: imported by the helper "
+                                                  "process, never by the job's process that starts it",
+    ("volprep.report_process", "volprep.report_figures"): "the same",
     ("volprep", "*"): "the public API loads on first use: `import volprep` stays light (no TensorFlow)",
     **{(f"volprep.augment.ops.{op}", "volprep.augment.tf_kernels"): "TensorFlow, for the online executor only"
        for op in ("affine", "flip", "fourier_shift", "gamma", "intensity", "rot90", "noise")},

@@ -48,9 +48,34 @@ def save_figure(fig: Figure, path: Path) -> None:
 
 
 def new_figure(width: float, height: float) -> Figure:
+    """A figure of ``width`` x ``height`` inches at ``DPI``, without a layout engine: its
+    margins are set in inches (:func:`set_margins`). Constrained layout measured every
+    text before drawing it, a second draw that cost as much as the first."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    return Figure(figsize=(width, height), dpi=DPI)
+
+
+def set_margins(fig: Figure, *, left: float, right: float, bottom: float, top: float, gap: float = 0.0) -> None:
+    """Places the figure's subplots ``left``/``right``/``bottom``/``top`` inches from its
+    edges, ``gap`` inches apart."""
+    width, height = fig.get_size_inches()
+    n = max(1, len(fig.axes))
+    panel = (width - left - right - gap * (n - 1)) / n
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
+                        wspace=gap / panel)
+
+
+def warm_up() -> None:
+    """Draws a throwaway chart (a log axis, a legend, texts at the report's sizes) into
+    memory, so that a process about to draw the report has loaded its fonts, mathtext and
+    PNG writer beforehand (:mod:`volprep.report_process` calls it while the job runs)."""
+    import io
+
+    fig = histograms_figure({("train", False): [np.linspace(-2.0, 2.0, 64, dtype=np.float32)[None]]}, "zscore")
+    for size in (6, 7, 8, 10):
+        fig.text(0.5, 0.5, "0123456789 \u00b7 \u2212 abcdefghijklmnopqrstuvwxyz", fontsize=size)
+    fig.savefig(io.BytesIO(), format="png", dpi=DPI, pil_kwargs={"compress_level": 1})
 
 
 def plot_class_counts(manifest: Manifest, plan: Mapping[str, Any] | None, path: Path) -> None:
@@ -89,7 +114,7 @@ def class_counts_figure(manifest: Manifest, plan: Mapping[str, Any] | None) -> F
         for ax in axes:  # the gap between the rarest and the largest
             ax.axvline(MAX_BARS - n_large - 0.5, color="#999999", lw=0.8, ls=":")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside upper center", ncols=4, frameon=False, fontsize=8)
+    fig.legend(handles, labels, loc="upper center", ncols=4, frameon=False, fontsize=8, borderaxespad=0.3)
     notes = []
     if pick.truncated:
         notes.append(f"left: the {MAX_BARS - MAX_BARS // 3} rarest classes, right of the dotted line: the "
@@ -100,7 +125,21 @@ def class_counts_figure(manifest: Manifest, plan: Mapping[str, Any] | None) -> F
         notes.append(f"{empty} {'class' if empty == 1 else 'classes'} with 0 records not shown")
     if notes:
         fig.supxlabel("; ".join(notes), fontsize=8, color="#444444")
+    ticks = _tick_room(shown)
+    set_margins(fig, left=max(0.75, ticks[0] - 0.15), right=0.15, bottom=ticks[1] + (0.3 if notes else 0.1),
+                top=0.35 + (0.5 if why_not else 0.3), gap=max(0.8, ticks[0] + 0.1))
     return fig
+
+
+def _tick_room(shown: Sequence[ClassCount]) -> tuple[float, float]:
+    """Inches the class names under a panel reach left of their tick and below the axis
+    (the figure's margins are fixed, so they are made to hold them)."""
+    many, size = len(shown) > 4, 8 if len(shown) > 12 else 9
+    longest = max((len(_short(c.name)) for c in shown), default=1) * 0.62 * size / 72  # DejaVu Sans, about
+    line = 1.3 * size / 72
+    if many:  # rotated 45 degrees, anchored at the tick by its top right corner
+        return 0.71 * (longest + line), 0.71 * (longest + line) + 0.12
+    return longest / 2, line + 0.12
 
 
 def _short(name: str) -> str:
@@ -177,6 +216,7 @@ def _split_figure(splits: Mapping[str, SplitEntry]) -> Figure:
 
     fig = new_figure(6, 3.8)
     ax = fig.add_subplot()
+    set_margins(fig, left=0.75, right=0.15, bottom=0.45, top=0.4)
     labels = list(splits)
     orig = [splits[s].num_originals for s in labels]
     extra = [splits[s].num_records - o for s, o in zip(labels, orig, strict=True)]
@@ -203,6 +243,7 @@ def histograms_figure(voxels: Mapping[tuple[str, bool], Sequence[np.ndarray]], m
     n = min(fig_chans, 4)
     fig = new_figure(5.2 * n, 3.8)
     axes = fig.subplots(1, n, squeeze=False)[0]
+    set_margins(fig, left=0.75, right=0.15, bottom=0.55, top=0.6, gap=0.75)
     pooled = [a for arrays in voxels.values() for a in arrays]
     if not pooled:
         axes[0].text(0.5, 0.5, "no records read", ha="center", va="center", transform=axes[0].transAxes)

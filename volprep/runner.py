@@ -18,7 +18,6 @@ runs them and keeps the books.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import sys
@@ -30,15 +29,16 @@ from typing import Any
 
 from volprep import append, backends, inputs, publish, storage
 from volprep.augment.spec import Params, sample
-from volprep.backends import WorkerDied, default_workers, run_tasks
+from volprep.backends import WorkerDied, local_workers, run_tasks
 from volprep.cache import CaseCache, default_cache_dir
 from volprep.cases import Case, Dataset, discover, read_split_file, subset_from_column
 from volprep.classes import PlanEntry
 from volprep.config import DICOM_CASE_IDS, PipelineConfig
 from volprep.convert import CaseResult, convert_case, warm_up
 from volprep.errors import InputError, JobError, UsageError
+from volprep.job_result import Failure, JobResult
 from volprep.lock import Lease, output_lock
-from volprep.manifest import Manifest, build_manifest, write_manifest
+from volprep.manifest import build_manifest, write_manifest
 from volprep.plan import Plan, make_plan, plan_json, previous_splits
 from volprep.preprocess import plan_target_shape
 from volprep.progress import Progress
@@ -55,37 +55,9 @@ from volprep.shards import (
     split_tag,
     write_shard,
 )
-from volprep.survey import available_memory, check_record_size, survey
+from volprep.survey import available_memory, check_record_size, disk_bytes, survey
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
-
-
-@dataclasses.dataclass
-class Failure:
-    """A case that could not be converted."""
-
-    case: str
-    path: str
-    error: str
-
-    def line(self) -> str:
-        return f"case {self.case}: {self.path}: {self.error}"
-
-
-@dataclasses.dataclass
-class JobResult:
-    """What a finished job did (the summary and the tests read it)."""
-
-    out_dir: storage.Location
-    exit_code: int
-    manifest: Manifest
-    failures: list[Failure]
-    cases_found: int
-    cases_converted: int
-    cases_reused: int
-    timings: dict[str, float]
-    notes: list[str]
-    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 def run_job(
@@ -107,6 +79,8 @@ def run_job(
     by default ``OUT/cache`` for a local OUT and :func:`volprep.cache.default_cache_dir` for a URL.
     A rerun that finds only new cases appends them as a new generation of shards; removed or
     changed cases are refused unless ``rebuild`` (a full rewrite): :mod:`volprep.append`.
+    ``workers`` local processes convert and write (default: all cores, or for a dataset
+    under 32 MiB on disk none, the tasks running in this process: ``backends.local_workers``).
 
     Raises:
         UsageError: a missing dataset, an unwritable or locked output folder, a target
@@ -126,16 +100,17 @@ def run_job(
     with output_lock(out_dir) as lease:  # DATA at a URL: mirrored beside the cache, under the lock
         staged = inputs.stage(url, inputs.staging_dir(cache, url)) if url else None
         with inputs.messages_name_url(staged):
-            return _Job(staged.local if staged else data, out_dir, config, workers or default_workers(),
+            return _Job(staged.local if staged else data, out_dir, config, workers,
                         scheduler, memory_limit, quiet, cache, lease, rebuild, staged).run()
 
 
 class _Job:
-    def __init__(self, data: Path, out_dir: storage.Location, config: PipelineConfig, workers: int,
+    def __init__(self, data: Path, out_dir: storage.Location, config: PipelineConfig, workers: int | None,
                  scheduler: str | None, memory_limit: int | None, quiet: bool, cache_dir: Path,
                  lease: Lease | None, rebuild: bool = False, staged: inputs.Staged | None = None) -> None:
         self.data, self.out_dir, self.config, self.staged = data, out_dir, config, staged
-        self.workers, self.scheduler, self.memory_limit = workers, scheduler, memory_limit
+        self.scheduler, self.memory_limit = scheduler, memory_limit
+        self.requested, self.workers = workers, 0  # the worker count: decided once the cases are known
         self.quiet, self.lease = quiet, lease
         self.failures: list[Failure] = []
         self.timings: dict[str, float] = {}
@@ -168,11 +143,12 @@ class _Job:
 
     def run(self) -> JobResult:
         cfg = self.config
-        if not self.scheduler and self.memory_limit is None:
-            backends.warm_up(warm_up, self.workers)  # workers start while discovery runs
         with self.stage("discover"):
             dataset = discover(self.data, unlabelled=cfg.job.unlabelled,
                                folder_ids=DICOM_CASE_IDS[cfg.read.dicom_case_id])
+        self.workers = local_workers(self.requested, disk_bytes(dataset.cases, backends.IN_PROCESS_BYTES))
+        if not self.scheduler and self.memory_limit is None:
+            backends.warm_up(warm_up, self.workers)  # workers start while the headers are read
         self.notes.extend(dataset.notes)
         for case_id, path, problem in dataset.problems:
             self.fail(Failure(case_id, path, problem))
@@ -282,7 +258,7 @@ class _Job:
 
     # -- target shape --------------------------------------------------------------------
     def check_record_size(self, target: tuple[int, ...], channels: int) -> None:
-        workers = backends.worker_count(self.workers, backends.usable_cores())[0] if not self.scheduler else 1
+        workers = backends.worker_count(max(1, self.workers), backends.usable_cores())[0] if not self.scheduler else 1
         check_record_size(target, channels, workers, self.memory_limit)
 
     def target_shape(self, ok: dict[str, CaseResult]) -> tuple[int, int, int]:
@@ -391,9 +367,6 @@ class _Job:
             self.events.append(f"appended generation {generation}: {len(decision.new)} new case(s) in {len(todo)} "
                                f"new shard(s); the {sum(map(len, kept.values()))} published shard(s) kept as they are")
         return {s: [*kept[s], *(i for i in infos if i is not None)] for s, infos in by_split.items()}
-
-
-
 
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "Failure", "InputError", "JobResult", "run_job"]

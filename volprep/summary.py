@@ -1,6 +1,6 @@
 """Text a person reads: the end-of-job summary and ``volprep inspect``.
 
-:func:`summary_text` turns a :class:`~volprep.runner.JobResult` into the few aligned lines
+:func:`summary_text` turns a :class:`~volprep.job_result.JobResult` into the few aligned lines
 printed at the end of ``volprep shards`` (cases, failures, splits, balance, shards,
 fidelity, time per stage, how to load the result); :func:`inspect_text` turns a typed
 :class:`~volprep.manifest.Manifest` into the longer, deterministic description ``volprep inspect`` prints (no wall-clock
@@ -172,7 +172,7 @@ def summary_text(result: Any, max_failures: int = 5, *, color: bool | None = Non
     """The summary printed at the end of ``volprep shards``.
 
     Args:
-        result: a :class:`~volprep.runner.JobResult`.
+        result: a :class:`~volprep.job_result.JobResult`.
         max_failures: failure lines shown before "... and N more".
         color: ANSI colour for the status and failures; ``None``: only when stdout is a
             terminal (and ``NO_COLOR`` is unset).

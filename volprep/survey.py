@@ -7,14 +7,17 @@ resampling to a fine spacing can make far larger than the scan). A case whose es
 alone exceeds ``--memory-limit``, or the memory the machine has, fails with a one-line
 reason; the job's channel count is the most common one, and a case with another count
 fails too. Returns what the convert stage needs: the surviving cases and their weights.
+Before it, :func:`disk_bytes` sizes the dataset on disk (small ones are converted without
+worker processes: :func:`volprep.backends.local_workers`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import psutil
 
@@ -112,3 +115,23 @@ def check_record_size(target: tuple[int, ...], channels: int, workers: int, memo
             f"[preprocess] target_shape {list(target)}: writing one record needs about "
             f"{human_bytes(need // max(1, workers))} per worker ({human_bytes(need)} for "
             f"{workers}), more than the {human_bytes(limit)} of memory available")
+
+
+def disk_bytes(cases: Sequence[Case], stop_at: int) -> int:
+    """Bytes on disk of the cases' image and mask files, counted until they reach ``stop_at``
+    (a large dataset costs a few stats): a folder (a DICOM series) counts the files in it,
+    an Analyze ``.hdr`` its ``.img``; a path that cannot be read counts as ``stop_at``."""
+    total = 0
+    for path in (p for case in cases for p in (*case.images, case.mask) if p is not None):
+        try:
+            if path.is_dir():
+                total += sum(entry.stat().st_size for entry in os.scandir(path) if entry.is_file())
+            else:
+                total += path.stat().st_size
+                if path.suffix.lower() == ".hdr" and path.with_suffix(".img").is_file():
+                    total += path.with_suffix(".img").stat().st_size
+        except OSError:
+            return stop_at
+        if total >= stop_at:
+            break
+    return total
