@@ -26,6 +26,7 @@ from volprep.cases import Case, Dataset
 from volprep.config import PipelineConfig
 from volprep.errors import InputError, UsageError
 from volprep.io.base import human_bytes
+from volprep.io.formats import companions
 from volprep.preprocess import reduced_shape
 
 Fail = Callable[[str, str, str], None]
@@ -119,17 +120,23 @@ def check_record_size(target: tuple[int, ...], channels: int, workers: int, memo
 
 def disk_bytes(cases: Sequence[Case], stop_at: int) -> int:
     """Bytes on disk of the cases' image and mask files, counted until they reach ``stop_at``
-    (a large dataset costs a few stats): a folder (a DICOM series) counts the files in it,
-    an Analyze ``.hdr`` its ``.img``; a path that cannot be read counts as ``stop_at``."""
+    (a large dataset costs a few stats): a folder (a DICOM series) counts the files in it, a
+    volume its companions found beside it by name (:func:`volprep.io.formats.companions`:
+    an Analyze ``.hdr`` its ``.img``); a path that cannot be read counts as ``stop_at``."""
+    rules = companions()
     total = 0
     for path in (p for case in cases for p in (*case.images, case.mask) if p is not None):
         try:
             if path.is_dir():
                 total += sum(entry.stat().st_size for entry in os.scandir(path) if entry.is_file())
-            else:
-                total += path.stat().st_size
-                if path.suffix.lower() == ".hdr" and path.with_suffix(".img").is_file():
-                    total += path.with_suffix(".img").stat().st_size
+                continue
+            total += path.stat().st_size
+            name = path.name.lower()
+            for rule in rules:
+                if name.endswith(rule.volume) and not rule.in_header:
+                    beside = path.with_name(path.name[:len(path.name) - len(rule.volume)] + rule.suffix)
+                    if beside.is_file():
+                        total += beside.stat().st_size
         except OSError:
             return stop_at
         if total >= stop_at:
