@@ -442,13 +442,16 @@ def tune(out: Path, volumes: int, epochs: int, repeats: int) -> dict[str, Any]:
     import volprep
     from volprep import loader as loader_module
 
+    streamed = {"direct": False}  # knobs of the streamed path only (direct reads have no interleave)
     sweeps: dict[str, dict[str, dict[str, Any]]] = {
-        "cycle_length": {str(c): {"cycle_length": c} for c in (1, 2, 4, 8)},
-        "block_length": {str(b): {"block_length": b} for b in (1, 4)},
+        "reads": {"direct": {"direct": True}, "streamed": dict(streamed)},
+        "cycle_length (streamed)": {str(c): {"cycle_length": c, **streamed} for c in (1, 2, 4, 8)},
+        "block_length (streamed)": {str(b): {"block_length": b, **streamed} for b in (1, 4)},
         "threads": {("shared" if t == 0 else str(t)): {"threads": t} for t in (0, 2, 4)},
         "prefetch": {("autotune" if p == -1 else str(p)): {"prefetch": p} for p in (1, 2, -1)},
-        "shuffle_buffer": {str(b): {"shuffle_buffer": b} for b in (0, 8, 16, 32)},
-        "read_buffer": {f"{b >> 10} KiB": {"read_buffer": b} for b in (0, 256 << 10, 1 << 20, 8 << 20)},
+        "shuffle_buffer (streamed)": {str(b): {"shuffle_buffer": b, **streamed} for b in (0, 8, 16, 32)},
+        "read_buffer (streamed)": {f"{b >> 10} KiB": {"read_buffer": b, **streamed}
+                                   for b in (0, 256 << 10, 1 << 20, 8 << 20)},
         "dtype": {d: {"dtype": d} for d in ("float32", "float16")},
         "options": {name: {"options": name} for name in TUNE_OPTIONS},
     }
@@ -472,7 +475,7 @@ def tune(out: Path, volumes: int, epochs: int, repeats: int) -> dict[str, Any]:
             makers[f"{knob}|{name}"] = variant(kw)
     for parse in ("per_record", "per_batch", "parse_example_dataset"):
         makers[f"parse|{parse}"] = functools.partial(_replica, files, manifest.features, parse)
-    makers["parse|per_batch (volprep.load)"] = variant({})
+    makers["parse|per_batch (volprep.load direct=False)"] = variant({"direct": False})
     measured = rates(makers, volumes, epochs, repeats)
     results: dict[str, Any] = {"batch_size": BATCH, "records": volumes, "epochs": epochs, "repeats": repeats,
                                "load_avg_1m_end": os.getloadavg()[0], "cpu_ms_per_volume": {}}
