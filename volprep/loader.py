@@ -292,7 +292,7 @@ def _use_direct(direct: bool | None, where: storage.Location) -> bool:
     if direct is None:
         return loader_direct.usable(where)
     if direct and not loader_direct.usable(where):
-        raise UsageError(f"{where}: direct reads need local files; pass direct=None or False for a URL")
+        raise UsageError(f"{where}: direct reads need local files (and os.preadv); pass direct=None or False")
     return bool(direct)
 
 

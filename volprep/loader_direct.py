@@ -51,8 +51,8 @@ _DIRECT_ENCODINGS = ("raw", "int64", "float")
 
 
 def usable(where: storage.Location) -> bool:
-    """True when shards at ``where`` are local files (direct reads need ``os.preadv``)."""
-    return not storage.scheme(where)
+    """True when shards at ``where`` are local files and this OS has ``os.preadv``."""
+    return not storage.scheme(where) and hasattr(os, "preadv")
 
 
 def aligned_empty(shape: Sequence[int], dtype: Any) -> np.ndarray:
