@@ -94,11 +94,13 @@ def test_run_all_quick_marks_every_goal(bench: dict[str, ModuleType], tmp_path: 
     for name in ("convert", "load", "loader_tuning"):
         assert (tmp_path / f"{name}_quick.json").is_file()
     tuning = json.loads((tmp_path / "loader_tuning_quick.json").read_text())["tuning"]
-    assert set(tuning["cycle_length"]) == {"1", "2", "4", "8"}
+    assert set(tuning["reads"]) == {"direct", "streamed"}
+    assert set(tuning["cycle_length (streamed)"]) == {"1", "2", "4", "8"}
     assert set(tuning["prefetch"]) == {"1", "2", "autotune"}
     assert set(tuning["allocator"]) == {"off", "on", "on, arenas uncapped"}
     assert set(tuning["dtype"]) == {"float32", "float16"}
-    assert set(tuning["parse"]) == {"per_record", "per_batch", "parse_example_dataset", "per_batch (volprep.load)"}
+    assert set(tuning["parse"]) == {"per_record", "per_batch", "parse_example_dataset",
+                                   "per_batch (volprep.load direct=False)"}
 
 
 def test_goal_verdicts(bench: dict[str, ModuleType]) -> None:
