@@ -10,8 +10,8 @@ Shards are read one of two ways:
 - **directly** (local files, the default there: :mod:`volprep.loader_direct`): records by
   random access, hardware CRC32C, each array copied once into its batch; an epoch is a
   fresh permutation of all the host's records (shuffled), or the interleaved file order
-  below (``shuffle=False``). Measured 2-3x TensorFlow's own TFRecord read of the same
-  shards (README, "Loading");
+  below (``shuffle=False``). Measured about 2x the streamed path, decoded float32
+  batches as fast as TensorFlow's bare parallel TFRecord read (README, "Speed");
 - **streamed** (URLs, or ``direct=False``: :func:`volprep.loader_files.streamed`):
   ``TFRecordDataset`` over the shard files interleaved in parallel, shuffled two-level
   (file order and a small record buffer each epoch, over the converter's global
@@ -63,9 +63,10 @@ log = logging.getLogger(__name__)
 # batch 367 (3.40) vs tf.data's parse_example_dataset 389 (3.76): records are batched (a
 # batch of strings moves them, no copy), then parsed, and decode_raw reads the parsed
 # batch directly.
-# Direct reads, measured again (loader_tuning.json, "reads"): direct 882 (1.71) vs streamed
-# 398 (3.06); threads shared 1003, private 2: 1025, 4: 826; prefetch 1: 898, 2: 914,
-# AUTOTUNE: 928; the tf.data options 828-950: so the defaults below stay for both paths.
+# Direct reads, measured again (loader_tuning.json, "reads"; two runs): direct 882 / 819
+# (1.71 / 1.73) vs streamed 398 / 423 (3.06 / 3.19); threads shared 1003 / 868, private 2:
+# 1025 / 883, 4: 826 / 883; prefetch 1: 898 / 779, 2: 914 / 883, AUTOTUNE: 928 / 1034; the
+# tf.data options 828-950 / 855-944: within noise, so the defaults below stay for both paths.
 # threads: shared pool 400 (3.04), private 2: 382 (3.16), 4: 427 (3.22): 0 keeps tf.data's
 # shared pool (no extra threads per dataset when a script builds several).
 DEFAULT_THREADS = 0

@@ -16,7 +16,7 @@ bytes of their payload and are decoded by the same TF decoders as parsed records
 A batch is read in a ``tf.numpy_function``: Python holds the GIL only to walk a few
 protobuf headers a record (~20 us); the read, the CRC and the copy release it, so the
 loader's parallel map reads batches on every core. Measured (benchmarks/bench_load.py):
-see the README's loader table.
+see the README's "Speed" table.
 
 A record that cannot be used is ``tf.errors.InvalidArgumentError`` naming the file and
 the record: a CRC mismatch or a truncated file (where ``TFRecordDataset`` raises
