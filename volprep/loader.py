@@ -205,7 +205,8 @@ def load(
     if isinstance(batch_size, bool) or int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     image_dtype = _image_dtype(tf, dtype)
-    direct = _use_direct(direct, storage.location(path))
+    where = storage.location(path)
+    direct = _use_direct(direct, where)
     manifest = read_manifest(path)
     if tune_malloc:
         tune_allocator()
@@ -223,13 +224,15 @@ def load(
                                                       loader_patches.decoded_bytes(features, wanted))
     shards = manifest.splits[split].shards
     plan = host_plan([s.num_records for s in shards], num_shards, shard_index)
-    where = storage.location(path)
     files = [str(storage.join(where, shards[i].file)) for i in plan.files]
     autotune = tf.data.AUTOTUNE
     ordered = bool(deterministic)
 
     if not files:
         log.warning("%s: split %r holds no records: the dataset is empty", path, split)
+    # The functions below hold no Python control flow on tensors, so AutoGraph is told to
+    # leave them as they are: converting them cost ~450 ms of the first load() in a
+    # process (62-83 ms without; the time to the first batch in bench_load.py).
     plain = tf.autograph.experimental.do_not_convert
 
     def finish(decoded: Any) -> Any:

@@ -125,26 +125,18 @@ def _fields(buf: memoryview) -> Iterator[tuple[int, memoryview | int]]:
 
 
 def decode_example(data: bytes) -> dict[str, list[bytes] | np.ndarray]:
-    """Parses a serialised ``tf.train.Example`` into name -> list of bytes / int64 / float32 array."""
-    out: dict[str, list[bytes] | np.ndarray] = {}
-    for _, features in _fields(memoryview(data)):
-        assert isinstance(features, memoryview)
-        for _, entry in _fields(features):
-            assert isinstance(entry, memoryview)
-            name, value = "", memoryview(b"")
-            for number, part in _fields(entry):
-                assert isinstance(part, memoryview)
-                if number == 1:
-                    name = bytes(part).decode("utf-8")
-                else:
-                    value = part
-            out[name] = _decode_feature(value)
-    return out
+    """Parses a serialised ``tf.train.Example`` into name -> list of bytes / int64 / float32 array.
+
+    Raises:
+        ValueError: the bytes are not an Example (IndexError on truncated protobuf as is).
+    """
+    return {name: _decode_feature(view) for name, view in feature_views(data).items()}
 
 
-def feature_views(data: bytes | bytearray | memoryview, names: Container[str]) -> dict[str, memoryview]:
-    """The ``Feature`` message of each feature of a serialised Example named in ``names``,
-    as views into ``data`` (nothing copied; a multi-MB payload stays where it was read).
+def feature_views(data: bytes | bytearray | memoryview, names: Container[str] | None = None) -> dict[str, memoryview]:
+    """The ``Feature`` message of each feature of a serialised Example (of those named in
+    ``names``; None: all), as views into ``data`` (nothing copied; a multi-MB payload stays
+    where it was read). A map entry without a value gives an empty view.
 
     Raises:
         ValueError: the bytes are not an Example (IndexError on truncated protobuf is raised as is).
@@ -156,7 +148,7 @@ def feature_views(data: bytes | bytearray | memoryview, names: Container[str]) -
         for _, entry in _fields(features):
             if not isinstance(entry, memoryview):
                 raise ValueError("not a tf.train.Example")
-            name, value = "", None
+            name, value = "", memoryview(b"")
             for number, part in _fields(entry):
                 if not isinstance(part, memoryview):
                     raise ValueError("not a tf.train.Example")
@@ -164,7 +156,7 @@ def feature_views(data: bytes | bytearray | memoryview, names: Container[str]) -
                     name = bytes(part).decode("utf-8")
                 else:
                     value = part
-            if value is not None and name in names:
+            if names is None or name in names:
                 out[name] = value
     return out
 
